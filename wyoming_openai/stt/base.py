@@ -1,0 +1,107 @@
+"""The speech-to-text interface the Wyoming handler depends on.
+
+An :class:`SttEngine` lives for the whole process; it opens one :class:`SttSession`
+per utterance. The handler never sees provider events, and an engine never sees a
+Wyoming event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ..audio import AudioFormat
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    """What the client asked for in ``transcribe`` (all optional in Wyoming).
+
+    Attributes:
+        language: ISO-639-1 code of the speech, or ``None`` for the configured default.
+        names: ``transcript_names``: proper names that should bias recognition.
+        terms: ``transcript_terms``: domain terms that should bias recognition.
+    """
+
+    language: str | None = None
+    names: tuple[str, ...] = field(default_factory=tuple)
+    terms: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class TranscriptDelta:
+    """A piece of transcript text, in order; the pieces concatenate to the text so far."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TranscriptFinal:
+    """The whole transcript of the utterance (``""`` when nothing was said)."""
+
+    text: str
+    language: str | None = None
+
+
+TranscriptEvent = TranscriptDelta | TranscriptFinal
+
+
+@dataclass(frozen=True)
+class SttModelInfo:
+    """What Info advertises for one model: its name, description and ISO-639-1 languages."""
+
+    name: str
+    description: str
+    languages: tuple[str, ...]
+
+
+class SttSession(ABC):
+    """One utterance being transcribed.
+
+    Lifecycle: :meth:`send_audio` any number of times, :meth:`finish` once, read
+    :meth:`results` to the :class:`TranscriptFinal`, then :meth:`aclose` (always, also
+    on failure or cancellation; it is idempotent).
+    """
+
+    @abstractmethod
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue ``pcm`` (in the engine's :attr:`SttEngine.input_format`) for sending.
+
+        Never blocks and never drops audio: what arrives before the upstream session is
+        ready is kept and sent in order once it is.
+        """
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Mark the end of the utterance (Wyoming ``audio-stop``); never blocks."""
+
+    @abstractmethod
+    def results(self) -> AsyncIterator[TranscriptEvent]:
+        """Transcript deltas as they come, then exactly one :class:`TranscriptFinal`.
+
+        Raises:
+            BridgeError: the utterance could not be transcribed.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Cancel every task of the session and release the upstream connection."""
+
+
+class SttEngine(ABC):
+    """A speech-to-text provider (OpenAI realtime, OpenAI-compatible HTTP, ...)."""
+
+    input_format: AudioFormat
+    """The PCM format :meth:`SttSession.send_audio` takes."""
+
+    @abstractmethod
+    def models(self) -> list[SttModelInfo]:
+        """Models to advertise in Info."""
+
+    @abstractmethod
+    def open(self, request: TranscribeRequest) -> SttSession:
+        """Start a session for one utterance; connecting happens in the background."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release process-wide resources (HTTP clients, warm sessions)."""

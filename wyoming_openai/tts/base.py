@@ -1,0 +1,50 @@
+"""The text-to-speech interface the Wyoming handler depends on."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ..audio import AudioFormat
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """A voice as advertised in Info: ``name`` (what clients send), description, languages."""
+
+    name: str
+    description: str
+    languages: tuple[str, ...]
+
+
+class TtsEngine(ABC):
+    """A text-to-speech provider."""
+
+    output_format: AudioFormat
+    """The PCM format of every chunk :meth:`synthesize` yields."""
+
+    max_text_chars: int
+    """Longest text one :meth:`synthesize` call accepts; longer text is split by the caller."""
+
+    @abstractmethod
+    def voices(self) -> list[VoiceInfo]:
+        """Voices to advertise in Info; the first is not necessarily the default."""
+
+    @abstractmethod
+    def default_voice(self) -> str:
+        """The voice used when a request names none."""
+
+    @abstractmethod
+    def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+        """Stream the speech of ``text`` as PCM in :attr:`output_format`.
+
+        Every chunk holds whole frames (a 16-bit sample is never split) and is yielded
+        as soon as it arrives from the provider.
+
+        Raises:
+            BridgeError: synthesis failed (before or after some audio was yielded).
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release process-wide resources."""
