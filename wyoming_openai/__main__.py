@@ -1,0 +1,57 @@
+"""Command line: ``wyoming-openai`` / ``python -m wyoming_openai``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+
+QUIET_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "websockets", "asyncio")
+"""Third-party loggers kept at WARNING even with ``--debug``: their debug output can
+carry request headers, and ours says what matters."""
+
+
+def setup_logging(settings: Settings) -> None:
+    """Log to stderr at ``settings.log_level`` (DEBUG with ``--debug``)."""
+    level = logging.DEBUG if settings.debug else getattr(logging, settings.log_level)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    """Load settings, then serve until SIGTERM/SIGINT. Returns the exit code."""
+    try:
+        settings = load_settings(argv)
+    except ConfigError as err:
+        print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    logging.getLogger(__name__).info("wyoming-openai %s", __version__)
+
+    from .server import WyomingOpenAIServer  # imports the SDK: after the settings are valid
+
+    server = WyomingOpenAIServer(settings)
+    try:
+        await server.run()
+    except OSError as err:
+        print(f"wyoming-openai: cannot listen on {settings.uri}: {err.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(asyncio.run(main()))
+
+
+if __name__ == "__main__":
+    run()

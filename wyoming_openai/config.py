@@ -1,0 +1,423 @@
+"""Settings: one typed object built once at start-up.
+
+Sources, lowest precedence first: defaults < YAML config file < environment < command
+line. Every setting has a dotted name (``stt.model``), a YAML key (``stt: {model: ...}``),
+an environment variable (``WYOMING_OPENAI_STT_MODEL``) and a flag (``--stt-model``),
+all derived from the same field of :class:`Settings`, so they cannot drift apart. The
+OpenAI SDK's own variables (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``,
+``OPENAI_PROJECT_ID``) are read too. The API key has no flag: a flag would show it in
+``ps``.
+
+Nothing outside this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "WYOMING_OPENAI_"
+
+OPENAI_VOICES: tuple[str, ...] = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+"""The built-in voices of ``/v1/audio/speech`` (``shared/notes/openai.md``, HTTP)."""
+
+WHISPER_LANGUAGES: tuple[str, ...] = tuple(
+    (  # noqa: SIM905 - a word list reads better than 100 quoted strings
+        "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu "
+        "ta no th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn "
+        "bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn "
+        "mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
+    ).split()
+)
+"""ISO-639-1 codes (Whisper's language list) that OpenAI transcription accepts."""
+
+
+class ConfigError(Exception):
+    """A setting is unknown, missing or invalid. The message is one line naming it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenAISettings(_Section):
+    """Connection to the OpenAI API (or an OpenAI-compatible server)."""
+
+    api_key: SecretStr | None = Field(
+        None, description="API key. Prefer the OPENAI_API_KEY environment variable."
+    )
+    api_key_file: Path | None = Field(
+        None, description="File holding the API key (e.g. a Docker secret)."
+    )
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="API base URL; the realtime WebSocket URL follows it (http->ws, https->wss).",
+    )
+    organization: str | None = Field(None, description="Optional organization id.")
+    project: str | None = Field(None, description="Optional project id.")
+    timeout: float = Field(
+        15.0, gt=0, description="Seconds an HTTP request may take before it fails."
+    )
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to establish a connection (HTTP or WebSocket)."
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed HTTP request (429, 5xx, network)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class SttSettings(_Section):
+    """Speech to text."""
+
+    mode: Literal["realtime", "http"] = Field(
+        "realtime",
+        description=(
+            "realtime: stream audio into an OpenAI realtime transcription session while the "
+            "person talks; http: upload the utterance to /v1/audio/transcriptions at the end "
+            "(for OpenAI-compatible servers without the realtime endpoint)."
+        ),
+    )
+    model: str = Field("gpt-4o-transcribe", min_length=1, description="Transcription model.")
+    language: str | None = Field(
+        None,
+        description=(
+            "ISO-639-1 language of the speech when the client sends none; "
+            "empty lets the model detect it."
+        ),
+    )
+    prompt: str = Field("", description="Text that guides recognition (style, vocabulary).")
+    noise_reduction: Literal["near_field", "far_field", "none"] = Field(
+        "near_field",
+        description="Realtime input noise reduction: near_field, far_field or none.",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: list(WHISPER_LANGUAGES),
+        description="Languages advertised to Home Assistant for the model.",
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class TtsSettings(_Section):
+    """Text to speech."""
+
+    model: str = Field("gpt-4o-mini-tts", min_length=1, description="Speech model.")
+    voice: str = Field("alloy", min_length=1, description="Voice used when a request names none.")
+    voices: list[str] = Field(
+        default_factory=lambda: list(OPENAI_VOICES),
+        description="Voices offered to clients (set it for an OpenAI-compatible server).",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: list(WHISPER_LANGUAGES),
+        description="Languages advertised for every voice.",
+    )
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking speed, 0.25 to 4.0.")
+    instructions: str = Field(
+        "",
+        max_length=4096,
+        description="Speaking-style instructions (not for tts-1/tts-1-hd).",
+    )
+    lookahead: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Sentences synthesized at once in a stream (the one playing included).",
+    )
+
+    @field_validator("voices")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one voice")
+        return value
+
+
+class Settings(_Section):
+    """Everything the server needs, validated."""
+
+    uri: str = Field(
+        "tcp://0.0.0.0:10300",
+        description="Where to listen: tcp://HOST:PORT, unix://PATH or stdio://.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    debug: bool = Field(False, description="Log every Wyoming event and upstream call.")
+    openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings())
+    stt: SttSettings = Field(default_factory=lambda: SttSettings())
+    tts: TtsSettings = Field(default_factory=lambda: TtsSettings())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "tcp":
+            try:
+                port = parsed.port
+            except ValueError as err:
+                raise ValueError(f"bad port in {value!r}") from err
+            if not parsed.hostname or port is None:
+                raise ValueError("tcp:// needs a host and a port, e.g. tcp://0.0.0.0:10300")
+        elif parsed.scheme == "unix":
+            if not parsed.path:
+                raise ValueError("unix:// needs a path")
+        elif parsed.scheme != "stdio":
+            raise ValueError("must start with tcp://, unix:// or stdio://")
+        return value
+
+    def api_key(self) -> str:
+        """The API key in clear text, for the SDK client only (never log it)."""
+        if self.openai.api_key is None:
+            raise ConfigError("openai.api_key: missing")
+        return self.openai.api_key.get_secret_value()
+
+
+# --------------------------------------------------------------------------- fields
+
+SECTIONS: dict[str, type[_Section]] = {
+    "openai": OpenAISettings,
+    "stt": SttSettings,
+    "tts": TtsSettings,
+}
+
+NO_FLAG = {"openai.api_key"}
+"""Settings that must not be given on the command line (visible in ``ps``)."""
+
+FLAG_ALIASES = {"openai.api_key_file": ["--api-key-file"]}
+
+SDK_ENV = {
+    "openai.api_key": "OPENAI_API_KEY",
+    "openai.base_url": "OPENAI_BASE_URL",
+    "openai.organization": "OPENAI_ORG_ID",
+    "openai.project": "OPENAI_PROJECT_ID",
+}
+"""The ``openai`` SDK's standard variables; the prefixed twin wins when both are set."""
+
+
+def setting_names() -> list[str]:
+    """Dotted names of every leaf setting, e.g. ``["uri", ..., "stt.model", ...]``."""
+    names = [name for name in Settings.model_fields if name not in SECTIONS]
+    for section, model in SECTIONS.items():
+        names.extend(f"{section}.{key}" for key in model.model_fields)
+    return names
+
+
+def _field(name: str) -> Any:
+    section, _, key = name.rpartition(".")
+    model = SECTIONS[section] if section else Settings
+    return model.model_fields[key]
+
+
+def env_name(name: str) -> str:
+    """``stt.model`` -> ``WYOMING_OPENAI_STT_MODEL``."""
+    return ENV_PREFIX + name.replace(".", "_").upper()
+
+
+def flag_name(name: str) -> str:
+    """``stt.model`` -> ``--stt-model``."""
+    return "--" + name.replace(".", "-").replace("_", "-")
+
+
+def _is_list(name: str) -> bool:
+    return "list[" in str(_field(name).annotation)
+
+
+def _is_bool(name: str) -> bool:
+    return _field(name).annotation is bool
+
+
+def _set(tree: dict[str, Any], name: str, value: Any) -> None:
+    section, _, key = name.rpartition(".")
+    (tree.setdefault(section, {}) if section else tree)[key] = value
+
+
+def _parse_text(name: str, text: str) -> Any:
+    """A value from the environment or a flag: lists are comma-separated."""
+    if _is_list(name):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The command-line parser: one flag per setting (values stay unparsed strings)."""
+    parser = argparse.ArgumentParser(
+        prog="wyoming-openai",
+        description="Wyoming server for OpenAI speech to text and text to speech.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help=f"YAML config file (env {ENV_PREFIX}CONFIG)."
+    )
+    for name in setting_names():
+        if name in NO_FLAG:
+            continue
+        info = _field(name)
+        flags = [flag_name(name), *FLAG_ALIASES.get(name, [])]
+        help_text = f"{info.description} (env {env_name(name)})"
+        if _is_bool(name):
+            parser.add_argument(*flags, dest=name, action="store_true", help=help_text)
+        else:
+            metavar = "A,B,..." if _is_list(name) else "VALUE"
+            parser.add_argument(*flags, dest=name, metavar=metavar, help=help_text)
+    return parser
+
+
+def _flatten(tree: Mapping[str, Any], origin: str) -> dict[str, tuple[Any, str]]:
+    """YAML tree -> ``{dotted name: (value, origin)}``; unknown keys raise ConfigError."""
+    flat: dict[str, tuple[Any, str]] = {}
+    known = set(setting_names())
+    for key, value in tree.items():
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: must be a mapping of settings ({origin})")
+            for sub, sub_value in value.items():
+                name = f"{key}.{sub}"
+                if name not in known:
+                    raise ConfigError(f"{name}: unknown setting ({origin})")
+                flat[name] = (sub_value, origin)
+        elif key in known:
+            flat[key] = (value, origin)
+        else:
+            raise ConfigError(f"{key}: unknown setting ({origin})")
+    return flat
+
+
+def _read_yaml(path: Path) -> dict[str, tuple[Any, str]]:
+    origin = f"config file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {path}: {err.strerror}") from err
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}") from err
+    if tree is None:
+        return {}
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"config: {path} must hold a mapping of settings")
+    return _flatten(tree, origin)
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    flat: dict[str, tuple[Any, str]] = {}
+    for name in setting_names():
+        for var in (SDK_ENV.get(name), env_name(name)):  # prefixed twin last: it wins
+            if var and environ.get(var, "") != "":
+                text = environ[var]
+                value: Any = _parse_text(name, text)
+                flat[name] = (value, f"environment {var}")
+    return flat
+
+
+def _read_args(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+    flat: dict[str, tuple[Any, str]] = {}
+    for name, value in vars(args).items():
+        if name == "config":
+            continue
+        parsed = value if isinstance(value, bool) else _parse_text(name, value)
+        flat[name] = (parsed, f"flag {flag_name(name)}")
+    return flat
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build :class:`Settings` from defaults, config file, environment and ``argv``.
+
+    Args:
+        argv: command-line arguments without the program name (default ``sys.argv[1:]``).
+        environ: the environment (default ``os.environ``).
+
+    Raises:
+        ConfigError: one line naming the bad setting and where its value came from.
+        SystemExit: for ``--help`` or an unknown flag (argparse's own handling).
+    """
+    environ = os.environ if environ is None else environ
+    args = build_arg_parser().parse_args(argv)
+
+    config_path = getattr(args, "config", None) or environ.get(f"{ENV_PREFIX}CONFIG")
+    layers: dict[str, tuple[Any, str]] = {}
+    if config_path:
+        layers.update(_read_yaml(Path(config_path)))
+    layers.update(_read_env(environ))
+    layers.update(_read_args(args))
+
+    tree: dict[str, Any] = {}
+    for name, (value, _origin) in layers.items():
+        _set(tree, name, value)
+
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        name = ".".join(part for part in loc if not part.isdigit())
+        origin = layers.get(name, (None, "default"))[1]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message} ({origin})") from None
+
+    return _resolve_api_key(settings)
+
+
+def _resolve_api_key(settings: Settings) -> Settings:
+    if settings.openai.api_key is None and settings.openai.api_key_file is not None:
+        path = settings.openai.api_key_file
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"openai.api_key_file: cannot read {path}: {err.strerror}") from err
+        if not key:
+            raise ConfigError(f"openai.api_key_file: {path} is empty")
+        openai = settings.openai.model_copy(update={"api_key": SecretStr(key)})
+        settings = settings.model_copy(update={"openai": openai})
+    if settings.openai.api_key is None or not settings.openai.api_key.get_secret_value():
+        raise ConfigError(
+            "openai.api_key: missing; set OPENAI_API_KEY, openai.api_key in the config "
+            "file, or --api-key-file"
+        )
+    return settings

@@ -1,0 +1,233 @@
+"""The Wyoming event handler: one per client connection; it only routes events.
+
+Speech-to-text events go to a :class:`~wyoming_openai.transcription.Utterance`,
+text-to-speech events to a :class:`~wyoming_openai.synthesis.Synthesis`; both write
+their answers from tasks they own, so the read loop keeps reading (audio keeps flowing,
+``synthesize-chunk`` keeps arriving) while answers are produced. Unknown events are
+ignored: Home Assistant sends new event types to old servers (HA 2025.8 began streaming
+TTS), and closing on them breaks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from .audio import AudioFormat
+from .errors import BridgeError, ErrorCode
+from .stt.base import SttEngine, TranscribeRequest
+from .synthesis import Synthesis, resolve_voice
+from .transcription import Utterance
+from .tts.base import TtsEngine
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every connection shares: engines, the prebuilt ``info`` event, settings.
+
+    Attributes:
+        stt: speech-to-text engine.
+        tts: text-to-speech engine.
+        info_event: the answer to ``describe``.
+        stt_language: configured default language (ISO-639-1) or None.
+        tts_lookahead: text pieces synthesized at once in a stream.
+        debug: log every event received (without audio payloads).
+    """
+
+    stt: SttEngine
+    tts: TtsEngine
+    info_event: Event
+    stt_language: str | None
+    tts_lookahead: int
+    debug: bool = False
+
+
+def _audio_format(data: dict[str, object]) -> AudioFormat:
+    try:
+        return AudioFormat(
+            rate=int(data["rate"]),  # type: ignore[call-overload]
+            width=int(data["width"]),  # type: ignore[call-overload]
+            channels=int(data["channels"]),  # type: ignore[call-overload]
+        )
+    except (KeyError, TypeError, ValueError):
+        raise BridgeError(
+            ErrorCode.BAD_AUDIO_FORMAT, "audio events need integer rate, width and channels"
+        ) from None
+
+
+class WyomingOpenAIHandler(AsyncEventHandler):
+    """Routes one connection's events (see the module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        super().__init__(reader, writer)
+        self._services = services
+        self._write_lock = asyncio.Lock()
+        self._request: TranscribeRequest | None = None
+        self._utterance: Utterance | None = None
+        self._skip_audio = False
+        self._synthesis: Synthesis | None = None
+        self._finished: list[Utterance | Synthesis] = []
+
+    async def write_event(self, event: Event) -> None:
+        """Send one event; answers are written from several tasks, one event at a time."""
+        async with self._write_lock:
+            await super().write_event(event)
+
+    async def handle_event(self, event: Event) -> bool:
+        if self._services.debug:
+            _LOGGER.debug("Received %s %s", event.type, event.data)
+        try:
+            await self._route(event)
+        except BridgeError as err:
+            _LOGGER.warning("Rejected %s: %s", event.type, err)
+            await self.write_event(Error(text=err.message, code=err.code.value).event())
+        except (KeyError, TypeError, ValueError) as err:
+            _LOGGER.warning("Malformed %s event: %r", event.type, err)
+            await self.write_event(
+                Error(text=f"malformed {event.type} event", code=ErrorCode.BAD_REQUEST).event()
+            )
+        return True
+
+    async def _route(self, event: Event) -> None:
+        if AudioChunk.is_type(event.type):  # the hot path first
+            self._on_audio_chunk(event)
+        elif Describe.is_type(event.type):
+            await self.write_event(self._services.info_event)
+        elif Transcribe.is_type(event.type):
+            await self._on_transcribe(Transcribe.from_event(event))
+        elif AudioStart.is_type(event.type):
+            await self._on_audio_start(event)
+        elif AudioStop.is_type(event.type):
+            self._on_audio_stop()
+        elif SynthesizeStart.is_type(event.type):
+            await self._on_synthesize_start(SynthesizeStart.from_event(event))
+        elif SynthesizeChunk.is_type(event.type):
+            if self._synthesis is not None and self._synthesis.streaming:
+                self._synthesis.add_text(SynthesizeChunk.from_event(event).text)
+        elif SynthesizeStop.is_type(event.type):
+            if self._synthesis is not None and self._synthesis.streaming:
+                self._synthesis.finish()
+                self._retire_synthesis()
+        elif Synthesize.is_type(event.type):
+            await self._on_synthesize(Synthesize.from_event(event))
+        else:
+            _LOGGER.debug("Ignoring unknown event %s", event.type)
+
+    # ------------------------------------------------------------------ STT
+
+    async def _on_transcribe(self, transcribe: Transcribe) -> None:
+        self._request = TranscribeRequest(
+            language=transcribe.language or None,
+            names=tuple(transcribe.transcript_names or ()),
+            terms=tuple(transcribe.transcript_terms or ()),
+        )
+        await self._open_utterance()
+
+    async def _open_utterance(self) -> Utterance:
+        if self._utterance is not None:  # a new request replaces an unfinished one
+            await self._utterance.aclose()
+        request = self._request or TranscribeRequest()
+        self._request = None
+        self._skip_audio = False
+        self._reap()
+        self._utterance = Utterance(
+            self._services.stt,
+            request,
+            request.language or self._services.stt_language,
+            self.write_event,
+        )
+        return self._utterance
+
+    async def _on_audio_start(self, event: Event) -> None:
+        utterance = self._utterance
+        if utterance is None or utterance.has_audio:
+            utterance = await self._open_utterance()
+        try:
+            utterance.start_audio(_audio_format(event.data))
+        except BridgeError:
+            await utterance.aclose()
+            self._utterance = None
+            self._skip_audio = True  # one error per utterance, not one per chunk
+            raise
+
+    def _on_audio_chunk(self, event: Event) -> None:
+        if self._skip_audio:
+            return
+        if self._utterance is None:
+            self._skip_audio = True
+            raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-chunk before audio-start")
+        self._utterance.add_audio(_audio_format(event.data), event.payload or b"")
+
+    def _on_audio_stop(self) -> None:
+        if self._skip_audio:
+            self._skip_audio = False
+            return
+        if self._utterance is None or not self._utterance.has_audio:
+            raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-stop before audio-start")
+        self._utterance.finish()
+        self._finished.append(self._utterance)
+        self._utterance = None
+
+    # ------------------------------------------------------------------ TTS
+
+    async def _on_synthesize(self, synthesize: Synthesize) -> None:
+        if self._synthesis is not None and self._synthesis.streaming:
+            return  # the full text inside a stream repeats the chunks: ignore it
+        if not synthesize.text or not synthesize.text.strip():
+            raise BridgeError(ErrorCode.EMPTY_TEXT, "synthesize needs non-empty text")
+        voice = resolve_voice(
+            self._services.tts, synthesize.voice.name if synthesize.voice else None
+        )
+        synthesis = Synthesis(
+            self._services.tts, voice, self._services.tts_lookahead, self.write_event, False
+        )
+        synthesis.speak(synthesize.text)
+        self._finished.append(synthesis)
+        self._reap()
+
+    async def _on_synthesize_start(self, start: SynthesizeStart) -> None:
+        if self._synthesis is not None:
+            await self._synthesis.aclose()
+        voice = resolve_voice(self._services.tts, start.voice.name if start.voice else None)
+        self._synthesis = Synthesis(
+            self._services.tts, voice, self._services.tts_lookahead, self.write_event, True
+        )
+
+    def _retire_synthesis(self) -> None:
+        if self._synthesis is not None:
+            self._finished.append(self._synthesis)
+            self._synthesis = None
+        self._reap()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _reap(self) -> None:
+        """Forget answers that are fully written."""
+        self._finished = [job for job in self._finished if not job.done]
+
+    async def disconnect(self) -> None:
+        """The client is gone: cancel everything this connection started."""
+        jobs: list[Utterance | Synthesis] = [*self._finished]
+        if self._utterance is not None:
+            jobs.append(self._utterance)
+        if self._synthesis is not None:
+            jobs.append(self._synthesis)
+        self._utterance = self._synthesis = None
+        self._finished = []
+        await asyncio.gather(*(job.aclose() for job in jobs), return_exceptions=True)

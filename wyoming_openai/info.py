@@ -1,0 +1,62 @@
+"""The ``info`` answer to ``describe``.
+
+Home Assistant (``homeassistant/components/wyoming``, see ``shared/notes/home-assistant.md``)
+aborts set-up unless some program is ``installed: true``, titles the entry after the first
+installed program, and loads STT and TTS under one entry when one Info holds both.
+"""
+
+from __future__ import annotations
+
+from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
+
+from . import __version__
+from .stt.base import SttEngine
+from .tts.base import TtsEngine
+
+ATTRIBUTION = Attribution(name="OpenAI", url="https://platform.openai.com/docs/guides/audio")
+PROGRAM_ATTRIBUTION = Attribution(
+    name="wyoming-openai", url="https://pypi.org/project/wyoming-openai/"
+)
+
+
+def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
+    """One ASR program (streaming transcripts) and one TTS program (streaming synthesis)."""
+    asr_program = AsrProgram(
+        name="openai-stt",
+        description="OpenAI speech to text (wyoming-openai)",
+        attribution=PROGRAM_ATTRIBUTION,
+        installed=True,
+        version=__version__,
+        models=[
+            AsrModel(
+                name=model.name,
+                description=model.description,
+                attribution=ATTRIBUTION,
+                installed=True,
+                version=None,
+                languages=list(model.languages),
+            )
+            for model in stt.models()
+        ],
+        supports_transcript_streaming=True,
+    )
+    tts_program = TtsProgram(
+        name="openai-tts",
+        description="OpenAI text to speech (wyoming-openai)",
+        attribution=PROGRAM_ATTRIBUTION,
+        installed=True,
+        version=__version__,
+        voices=[
+            TtsVoice(
+                name=voice.name,
+                description=voice.description,
+                attribution=ATTRIBUTION,
+                installed=True,
+                version=None,
+                languages=list(voice.languages),
+            )
+            for voice in tts.voices()
+        ],
+        supports_synthesize_streaming=True,
+    )
+    return Info(asr=[asr_program], tts=[tts_program])

@@ -1,0 +1,144 @@
+"""One Wyoming synthesis, plain or streamed, bridged to a :class:`TtsEngine`.
+
+Wyoming side (``shared/notes/home-assistant.md``, TTS):
+
+- plain: ``synthesize {text, voice?}`` -> ``audio-start``, ``audio-chunk``*, ``audio-stop``;
+- streamed: ``synthesize-start {voice?}``, ``synthesize-chunk {text}``*, the full-text
+  ``synthesize`` (ignored inside a stream), ``synthesize-stop`` -> the audio as above, then
+  ``synthesize-stopped``. Home Assistant builds its WAV header from the first
+  ``audio-start``, so one stream has exactly one ``audio-start`` and one format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.tts import SynthesizeStopped
+
+from .errors import BridgeError, ErrorCode
+from .tts.base import TtsEngine
+from .tts.pipeline import SentenceSplitter, SynthesisPipeline, split_text
+
+_LOGGER = logging.getLogger(__name__)
+
+WriteEvent = Callable[[Event], Awaitable[None]]
+
+
+def resolve_voice(engine: TtsEngine, name: str | None) -> str:
+    """The voice to use: the requested one, else the engine's default.
+
+    Raises:
+        BridgeError: ``unknown-voice`` when ``name`` is not offered in Info.
+    """
+    if not name:
+        return engine.default_voice()
+    names = [voice.name for voice in engine.voices()]
+    if name not in names:
+        raise BridgeError(
+            ErrorCode.UNKNOWN_VOICE,
+            f"unknown voice {name!r}; available: {', '.join(names)}",
+        )
+    return name
+
+
+class Synthesis:
+    """Text in (whole or streamed), audio events out; owns the task that writes them.
+
+    Args:
+        engine: the TTS engine.
+        voice: the voice name (see :func:`resolve_voice`).
+        lookahead: most text pieces synthesized at once.
+        write: sends one event to the client.
+        streaming: ``True`` for a ``synthesize-start`` stream (ends with
+            ``synthesize-stopped``).
+    """
+
+    def __init__(
+        self,
+        engine: TtsEngine,
+        voice: str,
+        lookahead: int,
+        write: WriteEvent,
+        streaming: bool,
+    ) -> None:
+        self._engine = engine
+        self._write = write
+        self.streaming = streaming
+        self._pipeline = SynthesisPipeline(engine, voice, lookahead)
+        self._splitter = SentenceSplitter(engine.max_text_chars)
+        self._task = asyncio.create_task(self._play(), name="synthesis-writer")
+
+    def add_text(self, chunk: str) -> None:
+        """Streamed text (``synthesize-chunk``): each completed sentence starts at once."""
+        for sentence in self._splitter.add(chunk):
+            self._pipeline.add(sentence)
+
+    def finish(self) -> None:
+        """End of the text (``synthesize-stop``): the rest is synthesized."""
+        for sentence in self._splitter.finish():
+            self._pipeline.add(sentence)
+        self._pipeline.close()
+
+    def speak(self, text: str) -> None:
+        """The whole text at once (plain ``synthesize``)."""
+        for piece in split_text(text, self._engine.max_text_chars):
+            self._pipeline.add(piece)
+        self._pipeline.close()
+
+    @property
+    def done(self) -> bool:
+        """Whether every event of the answer has been written."""
+        return self._task.done()
+
+    async def wait(self) -> None:
+        """Wait until the answer has been written."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """Stop synthesizing and writing (idempotent)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._pipeline.aclose()
+
+    async def _play(self) -> None:
+        fmt = self._engine.output_format
+        start = AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event()
+        started = False
+        sent_bytes = 0
+        try:
+            async for pcm in self._pipeline.audio():
+                if not started:
+                    started = True
+                    await self._write(start)
+                await self._write(
+                    AudioChunk(
+                        rate=fmt.rate,
+                        width=fmt.width,
+                        channels=fmt.channels,
+                        audio=pcm,
+                        timestamp=int(fmt.duration_ms(sent_bytes)),
+                    ).event()
+                )
+                sent_bytes += len(pcm)
+            if not started:
+                await self._write(start)
+            await self._write(AudioStop(timestamp=int(fmt.duration_ms(sent_bytes))).event())
+            if self.streaming:
+                await self._write(SynthesizeStopped().event())
+            _LOGGER.debug("Synthesized %.0f ms of audio", fmt.duration_ms(sent_bytes))
+        except BridgeError as err:
+            _LOGGER.warning("Synthesis failed: %s", err)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._write(Error(text=err.message, code=err.code.value).event())
+        except (ConnectionError, RuntimeError) as err:
+            _LOGGER.debug("Client went away during synthesis: %s", err)
+        finally:
+            await self._pipeline.aclose()

@@ -1,0 +1,140 @@
+"""One Wyoming transcription, bridged to an :class:`SttSession`.
+
+Wyoming side (``shared/notes/home-assistant.md``, STT): ``transcribe`` (optional, before
+``audio-start``), ``audio-start {rate, width, channels}``, ``audio-chunk``*, ``audio-stop``.
+Answer: ``transcript-start``, ``transcript-chunk`` per delta, ``transcript {text}``,
+``transcript-stop``; Home Assistant takes the first ``transcript`` and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.error import Error
+from wyoming.event import Event
+
+from .audio import AudioConverter, AudioFormat, validate_format
+from .errors import BridgeError, ErrorCode
+from .stt.base import SttEngine, TranscribeRequest, TranscriptDelta
+
+_LOGGER = logging.getLogger(__name__)
+
+WriteEvent = Callable[[Event], Awaitable[None]]
+
+
+class Utterance:
+    """Audio in, transcript events out, for one utterance.
+
+    The upstream session is opened at construction (Wyoming ``transcribe`` or the first
+    ``audio-start``), so connecting overlaps the start of speech. A task owned by the
+    utterance writes the transcript events; :meth:`aclose` cancels it and closes the
+    session.
+
+    Args:
+        engine: the STT engine.
+        request: the client's ``transcribe`` request.
+        language: language reported in ``transcript`` (request's or configured), or None.
+        write: sends one event to the client.
+    """
+
+    def __init__(
+        self,
+        engine: SttEngine,
+        request: TranscribeRequest,
+        language: str | None,
+        write: WriteEvent,
+    ) -> None:
+        self._engine = engine
+        self._language = language
+        self._write = write
+        self._converter: AudioConverter | None = None
+        self._source: AudioFormat | None = None
+        self.finished = False
+        self._session = engine.open(request)
+        self._task = asyncio.create_task(self._answer(), name="transcript-writer")
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether ``audio-start`` was received."""
+        return self._converter is not None
+
+    def start_audio(self, fmt: AudioFormat) -> None:
+        """Wyoming ``audio-start``.
+
+        Raises:
+            BridgeError: ``bad-audio-format`` for an impossible format.
+        """
+        self._converter = self._make_converter(fmt)
+
+    def add_audio(self, fmt: AudioFormat, pcm: bytes) -> None:
+        """Wyoming ``audio-chunk``: convert to the engine's format and queue upstream.
+
+        A chunk may declare another format than ``audio-start`` did; it is then
+        converted from its own format.
+
+        Raises:
+            BridgeError: ``audio-without-start`` before ``audio-start``;
+                ``bad-audio-format`` for an impossible chunk format.
+        """
+        if self._converter is None:
+            raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-chunk before audio-start")
+        if fmt != self._source:
+            self._session.send_audio(self._converter.flush())
+            self._converter = self._make_converter(fmt)
+        self._session.send_audio(self._converter.convert(pcm))
+
+    def finish(self) -> None:
+        """Wyoming ``audio-stop``: flush the resampler and end the utterance upstream."""
+        if self.finished:
+            return
+        self.finished = True
+        if self._converter is not None:
+            self._session.send_audio(self._converter.flush())
+        self._session.finish()
+
+    async def aclose(self) -> None:
+        """Stop writing and release the upstream session (idempotent)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._session.aclose()
+
+    @property
+    def done(self) -> bool:
+        """Whether the transcript (or an error) has been written."""
+        return self._task.done()
+
+    def _make_converter(self, fmt: AudioFormat) -> AudioConverter:
+        try:
+            validate_format(fmt)
+        except ValueError as err:
+            raise BridgeError(ErrorCode.BAD_AUDIO_FORMAT, f"unsupported audio: {err}") from None
+        self._source = fmt
+        return AudioConverter(fmt, self._engine.input_format)
+
+    async def _answer(self) -> None:
+        started = False
+        try:
+            async for result in self._session.results():
+                if not started:
+                    started = True
+                    await self._write(TranscriptStart(language=self._language).event())
+                if isinstance(result, TranscriptDelta):
+                    await self._write(TranscriptChunk(text=result.text).event())
+                    continue
+                text = result.text.strip()
+                _LOGGER.info("Transcript: %r", text)
+                await self._write(Transcript(text=text, language=self._language).event())
+                await self._write(TranscriptStop().event())
+        except BridgeError as err:
+            _LOGGER.warning("Transcription failed: %s", err)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._write(Error(text=err.message, code=err.code.value).event())
+        except (ConnectionError, RuntimeError) as err:
+            _LOGGER.debug("Client went away before the transcript: %s", err)
+        finally:
+            await self._session.aclose()

@@ -1,0 +1,88 @@
+"""Text to speech through ``POST /v1/audio/speech``, streamed.
+
+``response_format: "pcm"`` is raw 24 kHz 16-bit signed little-endian mono with no header
+(``shared/notes/openai.md``, HTTP). The body is read with
+``with_streaming_response`` so audio leaves as soon as the first bytes arrive
+(``speech.create()`` would buffer the whole body). Body chunks may split a sample: an odd
+trailing byte is carried into the next chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..audio import PCM_24K_MONO
+from ..config import TtsSettings
+from ..openai_client import bridge_error
+from .base import TtsEngine, VoiceInfo
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_INPUT_CHARS = 4096
+"""``input`` limit of ``/v1/audio/speech``."""
+
+NO_INSTRUCTIONS_MODELS = frozenset({"tts-1", "tts-1-hd"})
+
+
+class OpenAISpeechEngine(TtsEngine):
+    """``/v1/audio/speech`` (OpenAI, or any OpenAI-compatible server).
+
+    Args:
+        client: the process's SDK client.
+        settings: the ``tts`` settings (model, voices, speed, instructions).
+    """
+
+    output_format = PCM_24K_MONO
+    max_text_chars = MAX_INPUT_CHARS
+
+    def __init__(self, client: AsyncOpenAI, settings: TtsSettings) -> None:
+        self._client = client
+        self._settings = settings
+
+    def voices(self) -> list[VoiceInfo]:
+        languages = tuple(self._settings.languages)
+        return [
+            VoiceInfo(name, f"{name} ({self._settings.model})", languages)
+            for name in self._settings.voices
+        ]
+
+    def default_voice(self) -> str:
+        return self._settings.voice
+
+    def request_params(self, text: str, voice: str) -> dict[str, Any]:
+        """The JSON body of ``/v1/audio/speech`` for ``text`` spoken by ``voice``."""
+        settings = self._settings
+        params: dict[str, Any] = {
+            "model": settings.model,
+            "voice": voice,
+            "input": text,
+            "response_format": "pcm",
+        }
+        if settings.speed != 1.0:
+            params["speed"] = settings.speed
+        if settings.instructions and settings.model not in NO_INSTRUCTIONS_MODELS:
+            params["instructions"] = settings.instructions
+        return params
+
+    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+        frame = self.output_format.frame_bytes
+        carry = b""
+        try:
+            async with self._client.audio.speech.with_streaming_response.create(
+                **self.request_params(text, voice)
+            ) as response:
+                async for chunk in response.iter_bytes():
+                    data = carry + chunk if carry else chunk
+                    whole = len(data) - len(data) % frame
+                    carry = data[whole:]
+                    if whole:
+                        yield data[:whole]
+        except Exception as exc:
+            raise bridge_error(exc, "speech synthesis") from exc
+        if carry:
+            _LOGGER.debug("Dropping %d trailing byte(s) of a partial sample", len(carry))
