@@ -93,15 +93,19 @@ class WyomingOpenAIHandler(AsyncEventHandler):
         if self._services.debug:
             _LOGGER.debug("Received %s %s", event.type, event.data)
         try:
-            await self._route(event)
-        except BridgeError as err:
-            _LOGGER.warning("Rejected %s: %s", event.type, err)
-            await self.write_event(Error(text=err.message, code=err.code.value).event())
-        except (KeyError, TypeError, ValueError) as err:
-            _LOGGER.warning("Malformed %s event: %r", event.type, err)
-            await self.write_event(
-                Error(text=f"malformed {event.type} event", code=ErrorCode.BAD_REQUEST).event()
-            )
+            try:
+                await self._route(event)
+            except BridgeError as err:
+                _LOGGER.warning("Rejected %s: %s", event.type, err)
+                await self.write_event(Error(text=err.message, code=err.code.value).event())
+            except (KeyError, TypeError, ValueError) as err:
+                _LOGGER.warning("Malformed %s event: %r", event.type, err)
+                await self.write_event(
+                    Error(text=f"malformed {event.type} event", code=ErrorCode.BAD_REQUEST).event()
+                )
+        except ConnectionError as err:  # the client is gone
+            _LOGGER.debug("Client went away: %r", err)
+            return False
         return True
 
     async def _route(self, event: Event) -> None:

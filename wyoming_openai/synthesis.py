@@ -136,9 +136,9 @@ class Synthesis:
             _LOGGER.debug("Synthesized %.0f ms of audio", fmt.duration_ms(sent_bytes))
         except BridgeError as err:
             _LOGGER.warning("Synthesis failed: %s", err)
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            with contextlib.suppress(ConnectionError):
                 await self._write(Error(text=err.message, code=err.code.value).event())
-        except (ConnectionError, RuntimeError) as err:
+        except ConnectionError as err:
             _LOGGER.debug("Client went away during synthesis: %s", err)
         finally:
             await self._pipeline.aclose()

@@ -132,9 +132,9 @@ class Utterance:
                 await self._write(TranscriptStop().event())
         except BridgeError as err:
             _LOGGER.warning("Transcription failed: %s", err)
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            with contextlib.suppress(ConnectionError):
                 await self._write(Error(text=err.message, code=err.code.value).event())
-        except (ConnectionError, RuntimeError) as err:
+        except ConnectionError as err:
             _LOGGER.debug("Client went away before the transcript: %s", err)
         finally:
             await self._session.aclose()

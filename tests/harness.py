@@ -1,0 +1,230 @@
+"""Drive the real server over TCP the way Home Assistant does.
+
+Event orders follow ``shared/notes/home-assistant.md`` (Home Assistant 2026.11,
+``homeassistant/components/wyoming/stt.py`` and ``tts.py``): one connection per request;
+STT sends ``transcribe`` before ``audio-start`` and reads concurrently, taking the first
+``transcript``; TTS with ``supports_synthesize_streaming`` always streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+
+from wyoming_openai.config import Settings, load_settings
+from wyoming_openai.server import WyomingOpenAIServer
+
+API_KEY = "sk-test-fake-key-0123456789"
+READ_TIMEOUT = 30.0
+
+
+def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings:
+    """Settings for a server on a free 127.0.0.1 port talking to ``base_url``."""
+    return load_settings(
+        ["--uri", "tcp://127.0.0.1:0", "--openai-base-url", base_url, *argv],
+        {"OPENAI_API_KEY": api_key},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[WyomingOpenAIServer]:
+    """The real server, listening; stopped on exit."""
+    server = WyomingOpenAIServer(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def describe(port: int) -> Info:
+    """What Home Assistant's config flow does: ``describe`` -> ``info``."""
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Describe().event())
+        while True:
+            event = await asyncio.wait_for(client.read_event(), READ_TIMEOUT)
+            assert event is not None, "connection closed before info"
+            if Info.is_type(event.type):
+                return Info.from_event(event)
+
+
+def chunks_of(pcm: bytes, rate: int, width: int, channels: int, ms: int = 10) -> list[bytes]:
+    """``pcm`` cut into ``ms``-millisecond chunks (HA sends 10 ms: 320 bytes at 16 kHz)."""
+    size = max(rate * ms // 1000 * width * channels, 320)  # impossible formats still send
+    return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+
+@dataclass
+class SttResult:
+    """Everything the server answered to one transcription, with timings (monotonic s)."""
+
+    events: list[Event] = field(default_factory=list)
+    audio_stop_at: float = 0.0
+    transcript_at: float | None = None
+
+    @property
+    def types(self) -> list[str]:
+        return [event.type for event in self.events]
+
+    @property
+    def transcript(self) -> str | None:
+        for event in self.events:
+            if Transcript.is_type(event.type):
+                return Transcript.from_event(event).text
+        return None
+
+    @property
+    def error(self) -> Error | None:
+        for event in self.events:
+            if Error.is_type(event.type):
+                return Error.from_event(event)
+        return None
+
+
+async def ha_transcribe(
+    port: int,
+    pcm: bytes,
+    rate: int = 16000,
+    width: int = 2,
+    channels: int = 1,
+    language: str | None = "en",
+    transcribe: Transcribe | None = None,
+    realtime: bool = False,
+    chunk_ms: int = 10,
+    until: str = "transcript-stop",
+) -> SttResult:
+    """Home Assistant's STT request: ``transcribe``, ``audio-start``, chunks, ``audio-stop``.
+
+    Args:
+        realtime: pace the chunks in real time (as a microphone does).
+        until: read events until this type (or an ``error``, or the connection closes).
+    """
+    result = SttResult()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+
+        async def read() -> None:
+            while True:
+                event = await client.read_event()
+                if event is None:
+                    return
+                result.events.append(event)
+                if Transcript.is_type(event.type) and result.transcript_at is None:
+                    result.transcript_at = time.monotonic()
+                if event.type in (until, "error"):
+                    return
+
+        reader = asyncio.create_task(read())
+        await client.write_event((transcribe or Transcribe(language=language)).event())
+        await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+        started = time.monotonic()
+        for index, chunk in enumerate(chunks_of(pcm, rate, width, channels, chunk_ms)):
+            await client.write_event(
+                AudioChunk(rate=rate, width=width, channels=channels, audio=chunk).event()
+            )
+            if realtime:
+                delay = started + (index + 1) * chunk_ms / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        result.audio_stop_at = time.monotonic()
+        await client.write_event(AudioStop().event())
+        await asyncio.wait_for(reader, READ_TIMEOUT)
+    return result
+
+
+@dataclass
+class TtsResult:
+    """The answer to a synthesis: events in order, the audio, its format."""
+
+    events: list[Event] = field(default_factory=list)
+    started_at: float = 0.0
+    first_audio_at: float | None = None
+
+    @property
+    def types(self) -> list[str]:
+        return [event.type for event in self.events]
+
+    @property
+    def audio(self) -> bytes:
+        return b"".join(
+            event.payload or b"" for event in self.events if AudioChunk.is_type(event.type)
+        )
+
+    @property
+    def formats(self) -> set[tuple[int, int, int]]:
+        """(rate, width, channels) of every audio-start and audio-chunk."""
+        found = set()
+        for event in self.events:
+            if event.type in ("audio-start", "audio-chunk"):
+                found.add((event.data["rate"], event.data["width"], event.data["channels"]))
+        return found
+
+    @property
+    def error(self) -> Error | None:
+        for event in self.events:
+            if Error.is_type(event.type):
+                return Error.from_event(event)
+        return None
+
+
+async def _read_tts(client: AsyncTcpClient, result: TtsResult, until: str) -> None:
+    while True:
+        event = await asyncio.wait_for(client.read_event(), READ_TIMEOUT)
+        if event is None:
+            return
+        result.events.append(event)
+        if AudioChunk.is_type(event.type) and result.first_audio_at is None:
+            result.first_audio_at = time.monotonic()
+        if event.type in (until, "error"):
+            return
+
+
+async def ha_synthesize(port: int, text: str, voice: str | None = None) -> TtsResult:
+    """Plain ``synthesize`` (a server without streaming support, or another client)."""
+    result = TtsResult()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        result.started_at = time.monotonic()
+        await client.write_event(
+            Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event()
+        )
+        await _read_tts(client, result, AudioStop().event().type)
+    return result
+
+
+async def ha_synthesize_stream(
+    port: int, chunks: Iterable[str], voice: str | None = None, chunk_delay: float = 0.0
+) -> TtsResult:
+    """Home Assistant's streaming TTS: ``synthesize-start``, ``synthesize-chunk``*, the
+    full-text ``synthesize``, ``synthesize-stop``; read until ``synthesize-stopped``."""
+    pieces = list(chunks)
+    result = TtsResult()
+    voice_obj = SynthesizeVoice(name=voice) if voice else None
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        reader = asyncio.create_task(_read_tts(client, result, SynthesizeStopped().event().type))
+        result.started_at = time.monotonic()
+        await client.write_event(SynthesizeStart(voice=voice_obj).event())
+        for piece in pieces:
+            await client.write_event(SynthesizeChunk(text=piece).event())
+            if chunk_delay:
+                await asyncio.sleep(chunk_delay)
+        await client.write_event(Synthesize(text="".join(pieces), voice=voice_obj).event())
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, READ_TIMEOUT)
+    return result
