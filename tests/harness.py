@@ -154,6 +154,7 @@ class TtsResult:
     """The answer to a synthesis: events in order, the audio, its format."""
 
     events: list[Event] = field(default_factory=list)
+    arrival_times: list[float] = field(default_factory=list)
     started_at: float = 0.0
     first_audio_at: float | None = None
 
@@ -190,6 +191,7 @@ async def _read_tts(client: AsyncTcpClient, result: TtsResult, until: str) -> No
         if event is None:
             return
         result.events.append(event)
+        result.arrival_times.append(time.monotonic())
         if AudioChunk.is_type(event.type) and result.first_audio_at is None:
             result.first_audio_at = time.monotonic()
         if event.type in (until, "error"):
