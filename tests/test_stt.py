@@ -269,3 +269,18 @@ async def test_one_failing_client_does_not_touch_another(fake: FakeOpenAI, port:
     assert bad_result.error is not None
     assert good_result.error is None
     assert good_result.transcript == "hello world"
+
+
+async def test_http_mode_with_a_model_that_does_not_stream(fake: FakeOpenAI) -> None:
+    settings = make_settings(fake.base_url, "--stt-mode", "http", "--stt-model", "whisper-1")
+    request = Transcribe(language="en", transcript_names=["Zoë"])
+    async with running_server(settings) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, tone(300, 1.0, 16000), transcribe=request)
+    assert result.transcript == "hello world"
+    assert result.types == ["transcript-start", "transcript", "transcript-stop"]
+    (upload,) = fake.transcription_requests
+    assert upload["model"] == "whisper-1"
+    assert str(upload.get("stream", "false")).lower() != "true"
+    assert "Zoë" in upload["prompt"]
+    assert upload["language"] == "en"
