@@ -435,10 +435,12 @@ class RealtimeSessionRecord:
     (G.711 appends are decoded and resampled one append at a time); ``commits`` holds the audio
     of each committed buffer (24 kHz s16le), ``item_ids`` the matching item ids, ``transcripts``
     each completed transcript. ``session_config`` is the ``session`` of the last
-    ``session.update`` received (as sent, even if rejected); ``effective_session`` is the
-    session object the fake last reported (``session.created``/``session.updated``).
-    ``close_code`` is the WebSocket close code (1006 when the fake dropped the socket).
-    Timestamps are ``time.monotonic()`` seconds.
+    ``session.update`` that passed schema validation (as sent, even if a model rule then
+    rejected it); ``effective_session`` is the session object the fake last reported
+    (``session.created``/``session.updated``). ``server_events`` are the events sent (with
+    ``event_id``), ``errors_sent`` the ``error`` objects among them. ``close_code`` is the
+    WebSocket close code (1006 when the fake dropped the socket). ``closed`` is set once the
+    connection is over. Timestamps are ``time.monotonic()`` seconds.
     """
 
     query: dict[str, str]
@@ -774,7 +776,7 @@ class FakeOpenAI:
                         "https://platform.openai.com/account/api-keys."
                     )
                 return self._error_response(401, _ApiError("invalid_api_key", message))
-            if not is_realtime and self.http_errors:
+            if request.path.startswith("/v1/audio/") and self.http_errors:
                 status, code = self.http_errors.pop(0)
                 return self._injected_error(status, code)
             return await handler(request)
@@ -1054,9 +1056,9 @@ class FakeOpenAI:
             target = candidate.setdefault("audio", {}).setdefault("input", {})
             for key, value in audio["input"].items():
                 target[key] = copy.deepcopy(value)
-        err = self._check_session(candidate)
-        if err is not None:
-            await self._send_error(conn, err, event_id)
+        rule_error = self._check_session(candidate)
+        if rule_error is not None:
+            await self._send_error(conn, rule_error, event_id)
             return
         conn.config = candidate
         conn.record.effective_session = copy.deepcopy(candidate)
@@ -1275,11 +1277,13 @@ class FakeOpenAI:
         self.speech_requests.append(body)
         err, status = self._check_speech(body)
         if err is not None:
-            self.validation_failures.append(f"/v1/audio/speech: {err.message}")
+            if status == 400:  # a malformed request (not e.g. an unknown model)
+                self.validation_failures.append(f"/v1/audio/speech: {err.message}")
             return self._error_response(status, err)
         if body.get("response_format", "mp3") != "pcm" or body.get("stream_format", "audio") != (
             "audio"
         ):
+            self.validation_failures.append("/v1/audio/speech: only pcm/audio is implemented")
             return self._error_response(
                 400,
                 _ApiError(
@@ -1448,6 +1452,14 @@ class FakeOpenAI:
     # ---------------------------------------------------------------- /v1/audio/transcriptions
 
     async def _handle_transcriptions(self, request: web.Request) -> web.StreamResponse:
+        response = await self._transcribe_request(request)
+        if response.status == 400 and isinstance(response, web.Response) and response.text:
+            error = json.loads(response.text)["error"]
+            if error["code"] != "audio_too_short":  # a short clip is not a malformed request
+                self.validation_failures.append(f"/v1/audio/transcriptions: {error['message']}")
+        return response
+
+    async def _transcribe_request(self, request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/form-data"):
             return self._error_response(
                 400,

@@ -104,15 +104,20 @@ def resample_pcm(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
     return np.clip(np.round(out * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
-def synthesize_speech(text: str) -> tuple[bytes, int]:
+def synthesize_speech(text: str, *, deterministic: bool = True) -> tuple[bytes, int]:
     """Speak ``text`` with the bundled Piper voice.
 
     Returns ``(pcm, rate)``: s16le mono PCM bytes and their sample rate in Hz (22,050 for this
-    voice). Sentences are concatenated without extra silence. Piper's noise makes the exact
-    samples vary slightly from call to call; the words do not.
+    voice). Sentences are concatenated without extra silence; the audio starts and ends with
+    speech (almost no silence). With ``deterministic`` (the default) Piper's noise scales are set
+    to 0, so the same text always gives the same bytes; ``deterministic=False`` uses the voice's
+    own (random) noise, which varies the samples, not the words.
     """
+    from piper import SynthesisConfig
+
     voice = _get_voice()
-    chunks = [chunk.audio_int16_bytes for chunk in voice.synthesize(text)]
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if deterministic else None
+    chunks = [chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config)]
     return b"".join(chunks), voice.config.sample_rate
 
 
@@ -121,14 +126,19 @@ def transcribe_speech(
     rate: int,
     language: str | None = None,
     prompt: str | None = None,
+    *,
+    pad_seconds: float = 0.25,
 ) -> str:
     """Transcribe s16le mono PCM at ``rate`` Hz with the bundled Whisper model.
 
-    The audio is resampled to 16 kHz with soxr. ``language`` is an ISO-639-1 code (the bundled
-    model is English-only, so anything but ``"en"``/``None`` is coerced to English by
-    faster-whisper); ``prompt`` becomes Whisper's initial prompt. Greedy decoding (beam size 1),
-    no VAD filter. Returns the transcript with surrounding whitespace stripped ("" for silence).
-    Blocking and CPU-bound: call it via ``asyncio.to_thread`` from async code.
+    The audio is resampled to 16 kHz with soxr and padded with ``pad_seconds`` of silence on
+    both sides (tiny.en tends to drop a first word that starts at t=0, as Piper's does).
+    ``language`` is an ISO-639-1 code (the bundled model is English-only, so anything but
+    ``"en"``/``None`` is coerced to English by faster-whisper); ``prompt`` becomes Whisper's
+    initial prompt. Greedy decoding (beam size 1), no VAD filter. Returns the transcript with
+    surrounding whitespace stripped ("" for silence). Whisper writes numbers as digits
+    ("twenty" -> "20"): compare texts without numbers. Blocking and CPU-bound: call it via
+    ``asyncio.to_thread`` from async code.
     """
     if len(pcm) % 2:
         pcm = pcm[:-1]
@@ -137,6 +147,9 @@ def transcribe_speech(
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     if rate != WHISPER_SAMPLE_RATE:
         audio = soxr.resample(audio, rate, WHISPER_SAMPLE_RATE).astype(np.float32)
+    if pad_seconds > 0:
+        pad = np.zeros(int(WHISPER_SAMPLE_RATE * pad_seconds), dtype=np.float32)
+        audio = np.concatenate([pad, audio, pad])
     model = _get_whisper()
     segments, _info = model.transcribe(
         audio,
