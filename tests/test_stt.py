@@ -230,12 +230,26 @@ async def test_bad_api_key_is_a_clear_error_without_the_key(fake: FakeOpenAI) ->
     assert wrong_key not in result.error.text
 
 
-async def test_unknown_model_is_reported(fake: FakeOpenAI) -> None:
+async def test_retired_model_moves_to_the_current_one_within_the_utterance(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_server(make_settings(fake.base_url, "--stt-model", "retired-model")) as srv:
         assert srv.port is not None
-        result = await ha_transcribe(srv.port, tone(300, 0.5, 16000))
-    assert result.error is not None
-    assert result.error.code == "model-not-found"
+        first = await ha_transcribe(srv.port, tone(300, 0.5, 16000))
+        second = await ha_transcribe(srv.port, tone(300, 0.5, 16000))
+        info = await describe(srv.port)
+    assert first.transcript == second.transcript == "hello world"
+    models = [
+        [
+            e["session"]["audio"]["input"]["transcription"]["model"]
+            for e in session.client_events
+            if e["type"] == "session.update"
+        ]
+        for session in fake.realtime_sessions
+    ]
+    assert models == [["retired-model", "gpt-live-transcribe"], ["gpt-live-transcribe"]]
+    assert sum("retired-model is retired" in r.message for r in caplog.records) == 1
+    assert info.asr[0].models[0].name == "gpt-live-transcribe"
 
 
 @pytest.mark.parametrize(

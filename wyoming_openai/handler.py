@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wyoming.asr import Transcribe
@@ -39,7 +40,8 @@ class Services:
     Attributes:
         stt: speech-to-text engine.
         tts: text-to-speech engine.
-        info_event: the answer to ``describe``.
+        describe: builds the answer to ``describe`` (engines may change what they
+            advertise, e.g. a retired model replaced).
         stt_language: configured default language (ISO-639-1) or None.
         tts_lookahead: text pieces synthesized at once in a stream.
         debug: log every event received (without audio payloads).
@@ -47,7 +49,7 @@ class Services:
 
     stt: SttEngine
     tts: TtsEngine
-    info_event: Event
+    describe: Callable[[], Event]
     stt_language: str | None
     tts_lookahead: int
     debug: bool = False
@@ -112,7 +114,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
         if AudioChunk.is_type(event.type):  # the hot path first
             self._on_audio_chunk(event)
         elif Describe.is_type(event.type):
-            await self.write_event(self._services.info_event)
+            await self.write_event(self._services.describe())
         elif Transcribe.is_type(event.type):
             await self._on_transcribe(Transcribe.from_event(event))
         elif AudioStart.is_type(event.type):

@@ -14,6 +14,7 @@ from .config import Settings
 from .handler import Services, WyomingOpenAIHandler
 from .info import build_info
 from .openai_client import make_client
+from .retry import RetryPolicy
 from .stt.base import SttEngine
 from .stt.openai_http import HttpSttEngine
 from .stt.openai_realtime import RealtimeSttEngine
@@ -39,14 +40,15 @@ class WyomingOpenAIServer:
             stt = RealtimeSttEngine(
                 self._client,
                 settings.stt,
-                connect_timeout=settings.openai.connect_timeout + settings.openai.timeout,
+                connect_timeout=settings.openai.connect_timeout,
                 result_timeout=settings.openai.timeout,
+                retry=RetryPolicy(max_retries=settings.openai.max_retries),
             )
         tts = OpenAISpeechEngine(self._client, settings.tts)
         self.services = Services(
             stt=stt,
             tts=tts,
-            info_event=build_info(stt, tts).event(),
+            describe=lambda: build_info(stt, tts).event(),
             stt_language=settings.stt.language,
             tts_lookahead=settings.tts.lookahead,
             debug=settings.debug,

@@ -6,18 +6,26 @@ Wire facts (``shared/notes/openai.md``, "Realtime transcription (GA)"):
   the service sends ``session.created``;
 - ``session.update`` with ``session.type = "transcription"``, input format
   ``audio/pcm`` at 24 kHz, ``turn_detection: null`` (the client says when speech ends),
-  then ``session.updated``;
+  then ``session.updated`` (or ``error``, e.g. ``model_not_found``);
 - ``input_audio_buffer.append {audio: base64 PCM s16le 24 kHz mono}`` (no ack);
 - ``input_audio_buffer.commit`` -> ``input_audio_buffer.committed {item_id}`` ->
   ``conversation.item.input_audio_transcription.delta {item_id, delta}``* ->
   ``...completed {item_id, transcript}`` or ``...failed {item_id, error}``;
 - a commit of under 100 ms of audio is answered with
   ``error.code = input_audio_buffer_commit_empty``, so a short utterance is answered
-  locally with an empty transcript and never committed.
+  locally with an empty transcript and never committed;
+- ``error`` events may come at any time and the socket stays open after them; a session
+  lasts at most 60 minutes, then ``error.code = session_expired`` and a 1001 close.
 
-Lifecycle of :class:`RealtimeSttSession`: one owned task runs
-connect -> configure -> stream -> commit -> collect, and every failure becomes a
-:class:`BridgeError` in the results queue. ``aclose()`` cancels the task and closes the
+Never losing an utterance: :class:`RealtimeSttSession` keeps all audio of the utterance
+(bounded by the caller's utterance limit). If the connection cannot be made, drops, or
+the session expires, it connects again and replays the utterance from its start into
+the new session; deltas already passed on are not repeated. Transient failures are
+retried with back-off (:mod:`wyoming_openai.retry`); after ``audio-stop`` the transcript
+must arrive within ``result_timeout`` seconds, retries included.
+
+Lifecycle: one owned task runs the attempts; every failure becomes a
+:class:`BridgeError` in the results queue; ``aclose()`` cancels the task and closes the
 WebSocket.
 """
 
@@ -42,6 +50,7 @@ from ..audio import PCM_24K_MONO
 from ..config import SttSettings
 from ..errors import BridgeError, ErrorCode
 from ..openai_client import bridge_error
+from ..retry import RetryPolicy, is_retryable
 from .base import (
     SttEngine,
     SttModelInfo,
@@ -59,12 +68,16 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
+CURRENT_MODEL = "gpt-live-transcribe"
+"""The current live-audio transcription model; a configured model the service reports as
+retired or unknown moves to it (``shared/notes/openai.md``, Deprecations)."""
+
 MIN_COMMIT_MS = 100
 """The service rejects a commit of less audio than this (``input_audio_buffer_commit_empty``)."""
 
 MAX_APPEND_BYTES = 512 * 1024
 """Audio per ``input_audio_buffer.append`` (the service allows 15 MiB; smaller keeps
-WebSocket frames short when a backlog is flushed at once)."""
+WebSocket frames short when a backlog or a replay is sent at once)."""
 
 
 class RealtimeSttEngine(SttEngine):
@@ -73,8 +86,9 @@ class RealtimeSttEngine(SttEngine):
     Args:
         client: the process's SDK client (its ``base_url`` gives the WebSocket URL).
         settings: the ``stt`` settings (model, language, prompt, noise reduction).
-        connect_timeout: seconds to open and configure the session.
-        result_timeout: seconds from commit to the final transcript.
+        connect_timeout: seconds to open and configure one session.
+        result_timeout: seconds from ``audio-stop`` to the transcript, retries included.
+        retry: back-off between attempts.
     """
 
     input_format = PCM_24K_MONO
@@ -85,28 +99,39 @@ class RealtimeSttEngine(SttEngine):
         settings: SttSettings,
         connect_timeout: float,
         result_timeout: float,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
-        self._connect_timeout = connect_timeout
-        self._result_timeout = result_timeout
+        self._model = settings.model
+        self.connect_timeout = connect_timeout
+        self.result_timeout = result_timeout
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def model(self) -> str:
+        """The model sessions are configured with (it may have moved to :data:`CURRENT_MODEL`)."""
+        return self._model
 
     def models(self) -> list[SttModelInfo]:
         return [
             SttModelInfo(
-                name=self._settings.model,
-                description=f"OpenAI {self._settings.model} (realtime)",
+                name=self._model,
+                description=f"OpenAI {self._model} (realtime)",
                 languages=tuple(self._settings.languages),
             )
         ]
 
-    def session_config(self, request: TranscribeRequest) -> dict[str, Any]:
+    def session_config(
+        self, request: TranscribeRequest, model: str | None = None
+    ) -> dict[str, Any]:
         """The ``session`` object of ``session.update`` for ``request``."""
         settings = self._settings
+        model = model or self._model
         transcription = {
-            "model": settings.model,
+            "model": model,
             **transcription_options(
-                settings.model,
+                model,
                 request.language or settings.language,
                 settings.prompt,
                 request.names,
@@ -127,46 +152,86 @@ class RealtimeSttEngine(SttEngine):
         }
 
     def open(self, request: TranscribeRequest) -> RealtimeSttSession:
-        return RealtimeSttSession(
-            self._client,
-            self.session_config(request),
-            connect_timeout=self._connect_timeout,
-            result_timeout=self._result_timeout,
-        )
+        return RealtimeSttSession(self, request)
+
+    async def connect(self, request: TranscribeRequest) -> AsyncRealtimeConnection:
+        """Open a configured session: connect, ``session.created``, ``session.update``,
+        ``session.updated``. A model the service does not know moves to
+        :data:`CURRENT_MODEL` on the same connection (logged once per process).
+
+        Raises:
+            BridgeError: the session could not be configured.
+            Exception: SDK/WebSocket/network errors (map them with ``bridge_error``).
+        """
+        connection = await self._client.realtime.connect(
+            extra_query={"intent": "transcription"}
+        ).enter()
+        try:
+            await _expect(connection, "session.created")
+            while True:
+                model = self._model
+                await connection.session.update(session=self.session_config(request, model))  # type: ignore[arg-type]
+                try:
+                    await _expect(connection, "session.updated")
+                    return connection
+                except BridgeError as err:
+                    if err.code != ErrorCode.MODEL_NOT_FOUND or model == CURRENT_MODEL:
+                        raise
+                    if self._model == model:
+                        _LOGGER.warning(
+                            "Transcription model %s is retired or unknown to the service; "
+                            "using %s from now on",
+                            model,
+                            CURRENT_MODEL,
+                        )
+                        self._model = CURRENT_MODEL
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+
+
+async def _expect(connection: AsyncRealtimeConnection, event_type: str) -> None:
+    """Read events until ``event_type``; an ``error`` event raises."""
+    while True:
+        event = await connection.recv()
+        if event.type == event_type:
+            return
+        if isinstance(event, RealtimeErrorEvent):
+            raise _upstream_error(event.error)
+        _LOGGER.debug("Ignoring %s while waiting for %s", event.type, event_type)
 
 
 class RealtimeSttSession(SttSession):
-    """One utterance in one realtime transcription session (see the module docstring)."""
+    """One utterance, possibly over several connections (see the module docstring)."""
 
-    def __init__(
-        self,
-        client: AsyncOpenAI,
-        session_config: Any,
-        connect_timeout: float,
-        result_timeout: float,
-    ) -> None:
-        self._client = client
-        self._config = session_config
-        self._connect_timeout = connect_timeout
-        self._result_timeout = result_timeout
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: audio-stop
+    def __init__(self, engine: RealtimeSttEngine, request: TranscribeRequest) -> None:
+        self._engine = engine
+        self._request = request
+        self._audio = bytearray()  # the whole utterance, 24 kHz s16le mono
+        self._audio_added = asyncio.Event()
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
-        self._connection: AsyncRealtimeConnection | None = None
-        self._sent_bytes = 0
+        self._emitted = ""  # delta text already given out (not repeated after a replay)
         self._finished = False
+        self._deadline: asyncio.Timeout | None = None
         self._closed = False
+        self.attempts = 0
+        """Connections tried for this utterance (1 when nothing went wrong)."""
         self._task = asyncio.create_task(self._run(), name="realtime-stt")
 
     # ---------------------------------------------------------------- SttSession
 
     def send_audio(self, pcm: bytes) -> None:
         if pcm and not self._finished:
-            self._outbox.put_nowait(pcm)
+            self._audio += pcm
+            self._audio_added.set()
 
     def finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._outbox.put_nowait(None)
+        if self._finished:
+            return
+        self._finished = True
+        self._audio_added.set()
+        self._start_deadline()
 
     async def results(self) -> AsyncIterator[TranscriptEvent]:
         while True:
@@ -185,117 +250,134 @@ class RealtimeSttSession(SttSession):
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
-    # ---------------------------------------------------------------- the task
+    # ---------------------------------------------------------------- attempts
+
+    def _start_deadline(self) -> None:
+        if self._deadline is not None and self._finished:
+            loop = asyncio.get_running_loop()
+            self._deadline.reschedule(loop.time() + self._engine.result_timeout)
 
     async def _run(self) -> None:
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                connection = await self._connect()
-            try:
-                await self._stream_and_collect(connection)
-            finally:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                self._start_deadline()
+                await self._attempts()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            error = bridge_error(exc, "transcription")
+        except TimeoutError:
+            error = BridgeError(
+                ErrorCode.TIMEOUT,
+                f"transcription failed: no transcript within {self._engine.result_timeout:g} s",
+            )
+            _LOGGER.warning("%s", error)
+            self._results.put_nowait(error)
+        except BridgeError as error:
             _LOGGER.warning("Realtime transcription failed: %s", error)
             self._results.put_nowait(error)
 
-    async def _connect(self) -> AsyncRealtimeConnection:
-        """Connect, await ``session.created``, configure, await ``session.updated``."""
-        connection = await self._client.realtime.connect(
-            extra_query={"intent": "transcription"}
-        ).enter()
-        self._connection = connection
-        try:
-            await self._expect(connection, "session.created")
-            await connection.session.update(session=self._config)
-            await self._expect(connection, "session.updated")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-        return connection
+    async def _attempts(self) -> None:
+        """Attempt until a transcript, a permanent failure, or no retries left.
 
-    @staticmethod
-    async def _expect(connection: AsyncRealtimeConnection, event_type: str) -> None:
-        event = await connection.recv()
-        if event.type == event_type:
-            return
-        if isinstance(event, RealtimeErrorEvent):
-            raise _upstream_error(event.error)
-        raise BridgeError(
-            ErrorCode.UPSTREAM_ERROR,
-            f"transcription failed: expected {event_type}, got {event.type}",
+        While the person is still speaking, transient failures are retried for as long as
+        it takes (the audio is kept); after ``audio-stop`` at most ``retry.max_retries``
+        more times, within the deadline.
+        """
+        retries_after_finish = 0
+        retry = 0
+        while True:
+            self.attempts += 1
+            try:
+                await self._attempt()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = bridge_error(exc, "transcription")
+            if not is_retryable(error):
+                raise error
+            if self._finished:
+                if retries_after_finish >= self._engine.retry.max_retries:
+                    raise error
+                retries_after_finish += 1
+            _LOGGER.warning(
+                "Realtime transcription attempt %d failed (%s); retrying with the %.0f ms "
+                "of audio so far",
+                self.attempts,
+                error.message,
+                PCM_24K_MONO.duration_ms(len(self._audio)),
+            )
+            await asyncio.sleep(self._engine.retry.delay(retry))
+            retry += 1
+
+    async def _attempt(self) -> None:
+        """One connection: configure, (re)send the utterance from its start, commit, collect."""
+        async with asyncio.timeout(self._engine.connect_timeout):
+            connection = await self._engine.connect(self._request)
+        committed = asyncio.Event()
+        receiver = asyncio.create_task(
+            self._receive(connection, committed), name="realtime-stt-recv"
         )
-
-    async def _stream_and_collect(self, connection: AsyncRealtimeConnection) -> None:
-        receiver = asyncio.create_task(self._receive(connection), name="realtime-stt-recv")
-        sender = asyncio.create_task(self._send_audio(connection), name="realtime-stt-send")
+        sender = asyncio.create_task(self._send(connection, committed), name="realtime-stt-send")
         try:
-            # An upstream error while the person is still talking is reported at once,
-            # not at audio-stop.
+            # An upstream failure while the person is still talking is acted on at once.
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if receiver.done():
-                receiver.result()  # raises the upstream error, if any
-                return  # completed without waiting for our commit
-            if not await sender:
+                receiver.result()  # raises the upstream failure, if any
+                return
+            if not sender.result():  # raises a send failure (e.g. connection dropped)
                 self._results.put_nowait(TranscriptFinal(""))
                 return
-            async with asyncio.timeout(self._result_timeout):
-                await receiver
+            await receiver
         finally:
             for task in (sender, receiver):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await connection.close()
 
-    async def _send_audio(self, connection: AsyncRealtimeConnection) -> bool:
-        """Append queued audio in order until ``audio-stop``; commit if there is enough.
+    async def _send(self, connection: AsyncRealtimeConnection, committed: asyncio.Event) -> bool:
+        """Append the utterance from its start as it grows; commit after ``audio-stop``.
 
-        Whatever is queued when the session becomes ready (audio that came while it was
-        connecting) is joined into as few appends as possible.
+        Whatever has accumulated when the sender wakes (audio that came while connecting,
+        or the whole utterance on a replay) goes out in as few appends as possible.
 
         Returns:
             whether the buffer was committed (False: under :data:`MIN_COMMIT_MS` of audio).
         """
+        offset = 0
         while True:
-            item = await self._outbox.get()
-            batch = bytearray()
-            done = item is None
-            if item is not None:
-                batch += item
-                while not self._outbox.empty() and len(batch) < MAX_APPEND_BYTES:
-                    more = self._outbox.get_nowait()
-                    if more is None:
-                        done = True
-                        break
-                    batch += more
-            if batch:
-                audio = base64.b64encode(batch).decode("ascii")
-                await connection.input_audio_buffer.append(audio=audio)
-                self._sent_bytes += len(batch)
-            if done:
+            if offset < len(self._audio):
+                batch = bytes(self._audio[offset : offset + MAX_APPEND_BYTES])
+                await connection.input_audio_buffer.append(
+                    audio=base64.b64encode(batch).decode("ascii")
+                )
+                offset += len(batch)
+            elif self._finished:
                 break
+            else:
+                self._audio_added.clear()
+                await self._audio_added.wait()
 
-        if self._sent_bytes < PCM_24K_MONO.bytes_for_ms(MIN_COMMIT_MS):
+        if len(self._audio) < PCM_24K_MONO.bytes_for_ms(MIN_COMMIT_MS):
             _LOGGER.debug("Utterance under %d ms: empty transcript", MIN_COMMIT_MS)
             return False
+        committed.set()
         await connection.input_audio_buffer.commit()
         return True
 
-    async def _receive(self, connection: AsyncRealtimeConnection) -> None:
+    async def _receive(self, connection: AsyncRealtimeConnection, committed: asyncio.Event) -> None:
         """Turn server events into results until the committed item completes."""
         item_id: str | None = None
+        text = ""  # this attempt's transcript so far
         while True:
             event = await connection.recv()
             if isinstance(event, InputAudioBufferCommittedEvent):
                 item_id = event.item_id
             elif isinstance(event, ConversationItemInputAudioTranscriptionDeltaEvent):
                 if item_id in (None, event.item_id) and event.delta:
-                    self._results.put_nowait(TranscriptDelta(event.delta))
+                    text += event.delta
+                    self._emit_new(text)
             elif isinstance(event, ConversationItemInputAudioTranscriptionCompletedEvent):
                 if item_id in (None, event.item_id):
                     self._results.put_nowait(TranscriptFinal(event.transcript or ""))
@@ -305,12 +387,29 @@ class RealtimeSttSession(SttSession):
                     message = getattr(event.error, "message", None) or "unknown reason"
                     raise BridgeError(ErrorCode.STT_FAILED, f"transcription failed: {message}")
             elif isinstance(event, RealtimeErrorEvent):
-                if event.error.code == "input_audio_buffer_commit_empty":
+                code = event.error.code
+                if code == "input_audio_buffer_commit_empty":
                     self._results.put_nowait(TranscriptFinal(""))
                     return
-                raise _upstream_error(event.error)
+                if code == "session_expired":
+                    raise BridgeError(
+                        ErrorCode.UPSTREAM_UNAVAILABLE, "transcription session expired"
+                    )
+                if committed.is_set():
+                    raise _upstream_error(event.error)
+                _LOGGER.warning(
+                    "Realtime service reported an error mid-utterance: %s (%s)",
+                    event.error.message,
+                    code,
+                )
             else:
                 _LOGGER.debug("Ignoring realtime event %s", event.type)
+
+    def _emit_new(self, text: str) -> None:
+        """Pass on the part of ``text`` not yet given out (after a replay, only new text)."""
+        if len(text) > len(self._emitted) and text.startswith(self._emitted):
+            self._results.put_nowait(TranscriptDelta(text[len(self._emitted) :]))
+            self._emitted = text
 
 
 def _upstream_error(error: Any) -> BridgeError:
@@ -323,4 +422,11 @@ def _upstream_error(error: Any) -> BridgeError:
         return BridgeError(ErrorCode.AUTH_FAILED, "transcription failed: the API key was refused")
     if code == "insufficient_quota":
         return BridgeError(ErrorCode.QUOTA_EXCEEDED, "transcription failed: no quota left")
+    if code in ("rate_limit_exceeded", "server_error"):
+        return BridgeError(
+            ErrorCode.RATE_LIMITED
+            if code == "rate_limit_exceeded"
+            else ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"transcription failed: {message}",
+        )
     return BridgeError(ErrorCode.UPSTREAM_ERROR, f"transcription failed: {message} ({code})")

@@ -1,0 +1,108 @@
+"""Faults on the OpenAI side: the utterance is never lost, nobody waits forever.
+
+Each fault is injected by the fake OpenAI server; the client is driven in Home
+Assistant's order with real speech paced in real time, so a replayed utterance must still
+be transcribed word for word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests import speech
+from tests.fake_openai import FakeOpenAI
+from tests.harness import describe, ha_transcribe, make_settings, running_server
+from tests.test_stt import piper_16k, tone, use_whisper
+
+TEXT = "Turn on the kitchen lights."
+
+FAST_DEADLINES = ("--openai-connect-timeout", "0.5", "--openai-timeout", "2")
+
+
+async def test_connection_dropped_mid_utterance_is_replayed(fake: FakeOpenAI, port: int) -> None:
+    """The WebSocket drops after 30 appends (0.3 s of speech); the bridge reconnects and
+    replays the utterance from its start: the transcript is still right."""
+    use_whisper(fake)
+    fake.drop_after_appends = 30
+
+    async def heal() -> None:
+        first = await fake.wait_for_realtime_session(1)
+        await first.closed.wait()
+        fake.drop_after_appends = None
+
+    healer = asyncio.create_task(heal())
+    pcm = piper_16k(TEXT)
+    result = await ha_transcribe(port, pcm, realtime=True)
+    await asyncio.wait_for(healer, 5)
+
+    assert result.error is None
+    assert speech.normalize_text(result.transcript or "") == speech.normalize_text(TEXT)
+    first, second = fake.realtime_sessions[:2]
+    assert first.commits == []
+    (commit,) = second.commits
+    assert len(commit) >= len(first.audio)  # the replay starts at the utterance's start
+    assert bytes(second.audio).startswith(bytes(first.audio))
+
+
+async def test_service_unreachable_at_first_then_back(fake: FakeOpenAI, port: int) -> None:
+    """Connections are refused (503) for the first 0.4 s of speech: the audio is kept and
+    sent once a session can be opened."""
+    use_whisper(fake)
+    fake.reject_connections = True
+
+    async def heal() -> None:
+        await asyncio.sleep(0.4)
+        fake.reject_connections = False
+
+    healer = asyncio.create_task(heal())
+    result = await ha_transcribe(port, piper_16k(TEXT), realtime=True)
+    await healer
+    assert result.error is None
+    assert speech.normalize_text(result.transcript or "") == speech.normalize_text(TEXT)
+
+
+async def test_service_down_for_good_is_a_clear_error_soon_after_audio_stop(
+    fake: FakeOpenAI,
+) -> None:
+    fake.reject_connections = True
+    async with running_server(make_settings(fake.base_url, *FAST_DEADLINES)) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, tone(300, 0.5, 16000))
+        assert result.error is not None
+        assert result.error.code == "upstream-unavailable"
+        await describe(server.port)
+
+
+async def test_hung_service_times_out_with_an_error_and_frees_the_connection(
+    fake: FakeOpenAI,
+) -> None:
+    """The WebSocket is accepted but nothing is ever answered."""
+    fake.hang = True
+    async with running_server(make_settings(fake.base_url, *FAST_DEADLINES)) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, tone(300, 0.5, 16000))
+        assert result.error is not None
+        assert result.error.code == "timeout"
+        elapsed = (time.monotonic() - result.audio_stop_at) if result.transcript_at is None else 0
+        print(f"\nhung service: error {elapsed:.2f} s after audio-stop")
+        await describe(server.port)
+    for session in fake.realtime_sessions:  # every upstream socket was closed by us
+        await asyncio.wait_for(session.closed.wait(), 5)
+
+
+async def test_session_expiry_mid_utterance_is_replayed(fake: FakeOpenAI, port: int) -> None:
+    use_whisper(fake)
+    fake.session_max_duration = 0.5
+
+    async def heal() -> None:
+        first = await fake.wait_for_realtime_session(1)
+        await first.closed.wait()
+        fake.session_max_duration = 3600
+
+    healer = asyncio.create_task(heal())
+    result = await ha_transcribe(port, piper_16k(TEXT), realtime=True)
+    await asyncio.wait_for(healer, 5)
+    assert result.error is None
+    assert speech.normalize_text(result.transcript or "") == speech.normalize_text(TEXT)
+    assert [e["code"] for e in fake.realtime_sessions[0].errors_sent] == ["session_expired"]
