@@ -164,6 +164,25 @@ class TtsSettings(_Section):
         return value
 
 
+class LimitsSettings(_Section):
+    """Bounds on what one client may send (a bad client must not hurt the others)."""
+
+    max_event_data_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest JSON data of one Wyoming event, bytes."
+    )
+    max_payload_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=4096,
+        description="Largest payload (audio chunk) of one Wyoming event, bytes.",
+    )
+    max_utterance_seconds: float = Field(
+        120.0, gt=0, description="Longest utterance to transcribe, seconds of audio."
+    )
+    max_text_chars: int = Field(
+        20_000, ge=1, description="Longest text of one synthesis (whole or streamed), characters."
+    )
+
+
 class Settings(_Section):
     """Everything the server needs, validated."""
 
@@ -178,6 +197,7 @@ class Settings(_Section):
     openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings())
     stt: SttSettings = Field(default_factory=lambda: SttSettings())
     tts: TtsSettings = Field(default_factory=lambda: TtsSettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -215,6 +235,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "openai": OpenAISettings,
     "stt": SttSettings,
     "tts": TtsSettings,
+    "limits": LimitsSettings,
 }
 
 NO_FLAG = {"openai.api_key"}

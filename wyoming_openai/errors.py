@@ -17,6 +17,13 @@ class ErrorCode(StrEnum):
     """``audio-start``/``audio-chunk`` declared an impossible rate, width or channel count."""
     AUDIO_WITHOUT_START = "audio-without-start"
     """``audio-chunk`` or ``audio-stop`` arrived with no ``audio-start`` before it."""
+    BAD_FRAME = "bad-frame"
+    """The bytes are not a valid Wyoming event (bad header, oversized data or payload);
+    the connection is closed after this error."""
+    UTTERANCE_TOO_LONG = "utterance-too-long"
+    """More audio than ``limits.max_utterance_seconds`` in one utterance."""
+    TEXT_TOO_LONG = "text-too-long"
+    """More text than ``limits.max_text_chars`` in one synthesis."""
     BAD_REQUEST = "bad-request"
     """An event's data is malformed (missing or mistyped field)."""
     EMPTY_TEXT = "empty-text"

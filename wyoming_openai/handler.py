@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -25,6 +25,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from .audio import AudioFormat
 from .errors import BridgeError, ErrorCode
+from .framing import FrameError, FrameLimits, read_event
 from .stt.base import SttEngine, TranscribeRequest
 from .synthesis import Synthesis, resolve_voice
 from .transcription import Utterance
@@ -45,6 +46,9 @@ class Services:
         stt_language: configured default language (ISO-639-1) or None.
         tts_lookahead: text pieces synthesized at once in a stream.
         debug: log every event received (without audio payloads).
+        frame_limits: largest event data and payload accepted, bytes.
+        max_utterance_ms: longest utterance transcribed, ms of audio.
+        max_text_chars: longest text of one synthesis, characters.
     """
 
     stt: SttEngine
@@ -53,6 +57,9 @@ class Services:
     stt_language: str | None
     tts_lookahead: int
     debug: bool = False
+    frame_limits: FrameLimits = field(default_factory=FrameLimits)
+    max_utterance_ms: float = 120_000
+    max_text_chars: int = 20_000
 
 
 def _audio_format(data: dict[str, object]) -> AudioFormat:
@@ -91,6 +98,30 @@ class WyomingOpenAIHandler(AsyncEventHandler):
         async with self._write_lock:
             await super().write_event(event)
 
+    async def run(self) -> None:
+        """Read events with limits (:mod:`wyoming_openai.framing`) until the client leaves.
+
+        A malformed or oversized event is answered with a ``bad-frame`` error, then the
+        connection is closed (the byte stream cannot be trusted after it). Everything this
+        connection started is cancelled when it ends, however it ends.
+        """
+        self._is_running = True
+        try:
+            while self._is_running:
+                try:
+                    event = await read_event(self.reader, self._services.frame_limits)
+                except FrameError as err:
+                    _LOGGER.warning("Closing a connection that sent a bad frame: %s", err)
+                    await self.write_event(Error(text=str(err), code=ErrorCode.BAD_FRAME).event())
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+        except ConnectionError as err:
+            _LOGGER.debug("Connection lost: %r", err)
+        finally:
+            await self.disconnect()
+            self.writer.close()
+
     async def handle_event(self, event: Event) -> bool:
         if self._services.debug:
             _LOGGER.debug("Received %s %s", event.type, event.data)
@@ -112,7 +143,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
 
     async def _route(self, event: Event) -> None:
         if AudioChunk.is_type(event.type):  # the hot path first
-            self._on_audio_chunk(event)
+            await self._on_audio_chunk(event)
         elif Describe.is_type(event.type):
             await self.write_event(self._services.describe())
         elif Transcribe.is_type(event.type):
@@ -125,7 +156,11 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             await self._on_synthesize_start(SynthesizeStart.from_event(event))
         elif SynthesizeChunk.is_type(event.type):
             if self._synthesis is not None and self._synthesis.streaming:
-                self._synthesis.add_text(SynthesizeChunk.from_event(event).text)
+                try:
+                    self._synthesis.add_text(SynthesizeChunk.from_event(event).text)
+                except BridgeError:
+                    await self._synthesis.aclose()  # later chunks are ignored
+                    raise
         elif SynthesizeStop.is_type(event.type):
             if self._synthesis is not None and self._synthesis.streaming:
                 self._synthesis.finish()
@@ -157,6 +192,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             request,
             request.language or self._services.stt_language,
             self.write_event,
+            max_ms=self._services.max_utterance_ms,
         )
         return self._utterance
 
@@ -167,18 +203,27 @@ class WyomingOpenAIHandler(AsyncEventHandler):
         try:
             utterance.start_audio(_audio_format(event.data))
         except BridgeError:
-            await utterance.aclose()
-            self._utterance = None
-            self._skip_audio = True  # one error per utterance, not one per chunk
+            await self._abandon_utterance()  # one error per utterance, not one per chunk
             raise
 
-    def _on_audio_chunk(self, event: Event) -> None:
+    async def _on_audio_chunk(self, event: Event) -> None:
         if self._skip_audio:
             return
         if self._utterance is None:
             self._skip_audio = True
             raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-chunk before audio-start")
-        self._utterance.add_audio(_audio_format(event.data), event.payload or b"")
+        try:
+            self._utterance.add_audio(_audio_format(event.data), event.payload or b"")
+        except BridgeError:
+            await self._abandon_utterance()
+            raise
+
+    async def _abandon_utterance(self) -> None:
+        """Drop the current utterance after an error; ignore its audio until the next one."""
+        if self._utterance is not None:
+            await self._utterance.aclose()
+            self._utterance = None
+        self._skip_audio = True
 
     def _on_audio_stop(self) -> None:
         if self._skip_audio:
@@ -201,9 +246,18 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             self._services.tts, synthesize.voice.name if synthesize.voice else None
         )
         synthesis = Synthesis(
-            self._services.tts, voice, self._services.tts_lookahead, self.write_event, False
+            self._services.tts,
+            voice,
+            self._services.tts_lookahead,
+            self.write_event,
+            False,
+            self._services.max_text_chars,
         )
-        synthesis.speak(synthesize.text)
+        try:
+            synthesis.speak(synthesize.text)
+        except BridgeError:
+            await synthesis.aclose()
+            raise
         self._finished.append(synthesis)
         self._reap()
 
@@ -212,7 +266,12 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             await self._synthesis.aclose()
         voice = resolve_voice(self._services.tts, start.voice.name if start.voice else None)
         self._synthesis = Synthesis(
-            self._services.tts, voice, self._services.tts_lookahead, self.write_event, True
+            self._services.tts,
+            voice,
+            self._services.tts_lookahead,
+            self.write_event,
+            True,
+            self._services.max_text_chars,
         )
 
     def _retire_synthesis(self) -> None:

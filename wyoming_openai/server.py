@@ -11,6 +11,7 @@ from functools import partial
 from wyoming.server import AsyncServer, AsyncTcpServer
 
 from .config import Settings
+from .framing import FrameLimits
 from .handler import Services, WyomingOpenAIHandler
 from .info import build_info
 from .openai_client import make_client
@@ -52,6 +53,12 @@ class WyomingOpenAIServer:
             stt_language=settings.stt.language,
             tts_lookahead=settings.tts.lookahead,
             debug=settings.debug,
+            frame_limits=FrameLimits(
+                max_data_bytes=settings.limits.max_event_data_bytes,
+                max_payload_bytes=settings.limits.max_payload_bytes,
+            ),
+            max_utterance_ms=settings.limits.max_utterance_seconds * 1000,
+            max_text_chars=settings.limits.max_text_chars,
         )
         self._server: AsyncServer | None = None
 

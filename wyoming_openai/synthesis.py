@@ -57,6 +57,7 @@ class Synthesis:
         write: sends one event to the client.
         streaming: ``True`` for a ``synthesize-start`` stream (ends with
             ``synthesize-stopped``).
+        max_chars: most characters of text, whole or streamed.
     """
 
     def __init__(
@@ -66,27 +67,52 @@ class Synthesis:
         lookahead: int,
         write: WriteEvent,
         streaming: bool,
+        max_chars: int = 20_000,
     ) -> None:
         self._engine = engine
+        self._max_chars = max_chars
+        self._chars = 0
+        self._closed = False
         self._write = write
         self.streaming = streaming
         self._pipeline = SynthesisPipeline(engine, voice, lookahead)
         self._splitter = SentenceSplitter(engine.max_text_chars)
         self._task = asyncio.create_task(self._play(), name="synthesis-writer")
 
+    def _count(self, text: str) -> None:
+        self._chars += len(text)
+        if self._chars > self._max_chars:
+            raise BridgeError(
+                ErrorCode.TEXT_TOO_LONG, f"text longer than {self._max_chars} characters"
+            )
+
     def add_text(self, chunk: str) -> None:
-        """Streamed text (``synthesize-chunk``): each completed sentence starts at once."""
+        """Streamed text (``synthesize-chunk``): each completed sentence starts at once.
+
+        Raises:
+            BridgeError: ``text-too-long``; the caller then closes the synthesis.
+        """
+        if self._closed:
+            return
+        self._count(chunk)
         for sentence in self._splitter.add(chunk):
             self._pipeline.add(sentence)
 
     def finish(self) -> None:
         """End of the text (``synthesize-stop``): the rest is synthesized."""
+        if self._closed:
+            return
         for sentence in self._splitter.finish():
             self._pipeline.add(sentence)
         self._pipeline.close()
 
     def speak(self, text: str) -> None:
-        """The whole text at once (plain ``synthesize``)."""
+        """The whole text at once (plain ``synthesize``).
+
+        Raises:
+            BridgeError: ``text-too-long``.
+        """
+        self._count(text)
         for piece in split_text(text, self._engine.max_text_chars):
             self._pipeline.add(piece)
         self._pipeline.close()
@@ -102,7 +128,8 @@ class Synthesis:
             await asyncio.shield(self._task)
 
     async def aclose(self) -> None:
-        """Stop synthesizing and writing (idempotent)."""
+        """Stop synthesizing and writing (idempotent); later text is ignored."""
+        self._closed = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -39,6 +39,7 @@ class Utterance:
         request: the client's ``transcribe`` request.
         language: language reported in ``transcript`` (request's or configured), or None.
         write: sends one event to the client.
+        max_ms: longest utterance accepted, milliseconds of client audio.
     """
 
     def __init__(
@@ -47,8 +48,11 @@ class Utterance:
         request: TranscribeRequest,
         language: str | None,
         write: WriteEvent,
+        max_ms: float = 120_000,
     ) -> None:
         self._engine = engine
+        self._max_ms = max_ms
+        self._received_ms = 0.0
         self._language = language
         self._write = write
         self._converter: AudioConverter | None = None
@@ -78,10 +82,18 @@ class Utterance:
 
         Raises:
             BridgeError: ``audio-without-start`` before ``audio-start``;
-                ``bad-audio-format`` for an impossible chunk format.
+                ``bad-audio-format`` for an impossible chunk format;
+                ``utterance-too-long`` past ``max_ms``.
         """
         if self._converter is None:
             raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-chunk before audio-start")
+        if fmt == self._source:
+            self._received_ms += fmt.duration_ms(len(pcm))
+            if self._received_ms > self._max_ms:
+                raise BridgeError(
+                    ErrorCode.UTTERANCE_TOO_LONG,
+                    f"utterance longer than {self._max_ms / 1000:g} s",
+                )
         if fmt != self._source:
             self._session.send_audio(self._converter.flush())
             self._converter = self._make_converter(fmt)
