@@ -586,6 +586,8 @@ class FakeOpenAI:
         self.hang = hang
         self.http_errors: list[tuple[int, str | None]] = list(http_errors or [])
         self.http_error_retry_after = http_error_retry_after
+        self.echo_key_in_errors = False
+        """Injected HTTP errors quote the API key in their message (a careless server)."""
         self.session_max_duration = session_max_duration
         self.strict_sample_alignment = strict_sample_alignment
 
@@ -731,6 +733,8 @@ class FakeOpenAI:
         else:
             kind = "invalid_request_error"
             message = f"Injected error {status}."
+        if self.echo_key_in_errors:  # a careless OpenAI-compatible server
+            message += f" (request made with key {self.api_key})"
         headers: dict[str, str] = {}
         if self.http_error_retry_after is not None:
             headers["retry-after-ms"] = str(int(self.http_error_retry_after * 1000))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
+from .redact import RedactingFormatter, register_secret
 
 QUIET_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "websockets", "asyncio")
 """Third-party loggers kept at WARNING even with ``--debug``: their debug output can
@@ -18,11 +19,9 @@ carry request headers, and ours says what matters."""
 def setup_logging(settings: Settings) -> None:
     """Log to stderr at ``settings.log_level`` (DEBUG with ``--debug``)."""
     level = logging.DEBUG if settings.debug else getattr(logging, settings.log_level)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
@@ -34,6 +33,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
         return 2
+    if settings.openai.api_key is not None:
+        register_secret(settings.openai.api_key.get_secret_value())
     setup_logging(settings)
     logging.getLogger(__name__).info("wyoming-openai %s", __version__)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .redact import redact
+
 
 class ErrorCode(StrEnum):
     """Machine-readable codes sent in Wyoming ``error`` events."""
@@ -55,10 +57,12 @@ class BridgeError(Exception):
 
     Args:
         code: the :class:`ErrorCode` sent as ``error.code``.
-        message: the human-readable ``error.text``; must never contain secrets.
+        message: the human-readable ``error.text``; registered secrets are removed
+            (:mod:`wyoming_openai.redact`).
     """
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        message = redact(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -15,6 +15,7 @@ from .framing import FrameLimits
 from .handler import Services, WyomingOpenAIHandler
 from .info import build_info
 from .openai_client import make_client
+from .redact import register_secret
 from .retry import RetryPolicy
 from .stt.base import SttEngine
 from .stt.openai_http import HttpSttEngine
@@ -33,6 +34,8 @@ class WyomingOpenAIServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.openai.api_key is not None:
+            register_secret(settings.openai.api_key.get_secret_value())
         self._client = make_client(settings.openai)
         stt: SttEngine
         if settings.stt.mode == "http":
