@@ -63,16 +63,30 @@ class Services:
 
 
 def _audio_format(data: dict[str, object]) -> AudioFormat:
-    try:
-        return AudioFormat(
-            rate=int(data["rate"]),  # type: ignore[call-overload]
-            width=int(data["width"]),  # type: ignore[call-overload]
-            channels=int(data["channels"]),  # type: ignore[call-overload]
-        )
-    except (KeyError, TypeError, ValueError):
+    """``rate`` (Hz), ``width`` (bytes), ``channels`` of an audio event, as integers."""
+    values = [data.get(key) for key in ("rate", "width", "channels")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise BridgeError(
             ErrorCode.BAD_AUDIO_FORMAT, "audio events need integer rate, width and channels"
-        ) from None
+        )
+    rate, width, channels = values
+    return AudioFormat(rate=rate, width=width, channels=channels)  # type: ignore[arg-type]
+
+
+def _optional_text(value: object, field_name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BridgeError(ErrorCode.BAD_REQUEST, f"{field_name} must be a string")
+    return value
+
+
+def _text_list(value: object, field_name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BridgeError(ErrorCode.BAD_REQUEST, f"{field_name} must be a list of strings")
+    return tuple(item for item in value if item)
 
 
 class WyomingOpenAIHandler(AsyncEventHandler):
@@ -131,10 +145,17 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             except BridgeError as err:
                 _LOGGER.warning("Rejected %s: %s", event.type, err)
                 await self.write_event(Error(text=err.message, code=err.code.value).event())
-            except (KeyError, TypeError, ValueError) as err:
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
                 _LOGGER.warning("Malformed %s event: %r", event.type, err)
                 await self.write_event(
                     Error(text=f"malformed {event.type} event", code=ErrorCode.BAD_REQUEST).event()
+                )
+            except ConnectionError:
+                raise
+            except Exception:  # a fault of ours: this event fails, the connection goes on
+                _LOGGER.exception("Internal error handling %s", event.type)
+                await self.write_event(
+                    Error(text="internal error (see server log)", code=ErrorCode.INTERNAL).event()
                 )
         except ConnectionError as err:  # the client is gone
             _LOGGER.debug("Client went away: %r", err)
@@ -157,7 +178,8 @@ class WyomingOpenAIHandler(AsyncEventHandler):
         elif SynthesizeChunk.is_type(event.type):
             if self._synthesis is not None and self._synthesis.streaming:
                 try:
-                    self._synthesis.add_text(SynthesizeChunk.from_event(event).text)
+                    text = _optional_text(SynthesizeChunk.from_event(event).text, "text")
+                    self._synthesis.add_text(text or "")
                 except BridgeError:
                     await self._synthesis.aclose()  # later chunks are ignored
                     raise
@@ -174,9 +196,9 @@ class WyomingOpenAIHandler(AsyncEventHandler):
 
     async def _on_transcribe(self, transcribe: Transcribe) -> None:
         self._request = TranscribeRequest(
-            language=transcribe.language or None,
-            names=tuple(transcribe.transcript_names or ()),
-            terms=tuple(transcribe.transcript_terms or ()),
+            language=_optional_text(transcribe.language, "language"),
+            names=_text_list(transcribe.transcript_names, "transcript_names"),
+            terms=_text_list(transcribe.transcript_terms, "transcript_terms"),
         )
         await self._open_utterance()
 
@@ -240,10 +262,12 @@ class WyomingOpenAIHandler(AsyncEventHandler):
     async def _on_synthesize(self, synthesize: Synthesize) -> None:
         if self._synthesis is not None and self._synthesis.streaming:
             return  # the full text inside a stream repeats the chunks: ignore it
-        if not synthesize.text or not synthesize.text.strip():
+        text = _optional_text(synthesize.text, "text")
+        if not text or not text.strip():
             raise BridgeError(ErrorCode.EMPTY_TEXT, "synthesize needs non-empty text")
         voice = resolve_voice(
-            self._services.tts, synthesize.voice.name if synthesize.voice else None
+            self._services.tts,
+            _optional_text(synthesize.voice.name if synthesize.voice else None, "voice.name"),
         )
         synthesis = Synthesis(
             self._services.tts,
@@ -254,7 +278,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             self._services.max_text_chars,
         )
         try:
-            synthesis.speak(synthesize.text)
+            synthesis.speak(text)
         except BridgeError:
             await synthesis.aclose()
             raise
@@ -264,7 +288,10 @@ class WyomingOpenAIHandler(AsyncEventHandler):
     async def _on_synthesize_start(self, start: SynthesizeStart) -> None:
         if self._synthesis is not None:
             await self._synthesis.aclose()
-        voice = resolve_voice(self._services.tts, start.voice.name if start.voice else None)
+        voice = resolve_voice(
+            self._services.tts,
+            _optional_text(start.voice.name if start.voice else None, "voice.name"),
+        )
         self._synthesis = Synthesis(
             self._services.tts,
             voice,
