@@ -588,6 +588,8 @@ class FakeOpenAI:
         self.http_error_retry_after = http_error_retry_after
         self.echo_key_in_errors = False
         """Injected HTTP errors quote the API key in their message (a careless server)."""
+        self.speech_fail_after_bytes: int | None = None
+        """Cut every ``/v1/audio/speech`` body off (connection aborted) after this many bytes."""
         self.session_max_duration = session_max_duration
         self.strict_sample_alignment = strict_sample_alignment
 
@@ -1326,6 +1328,11 @@ class FakeOpenAI:
                 if record.first_byte_at is None:
                     record.first_byte_at = time.monotonic()
                 record.bytes_sent += len(chunk)
+                limit = self.speech_fail_after_bytes
+                if limit is not None and record.bytes_sent >= limit and request.transport:
+                    record.aborted = True
+                    request.transport.abort()  # the body stops half-way, no final chunk
+                    return response
             await response.write_eof()
             record.completed = True
         except (ConnectionError, RuntimeError):

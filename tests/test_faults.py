@@ -11,8 +11,15 @@ import asyncio
 import time
 
 from tests import speech
-from tests.fake_openai import FakeOpenAI
-from tests.harness import describe, ha_transcribe, make_settings, running_server
+from tests.fake_openai import FakeOpenAI, default_synthesizer
+from tests.harness import (
+    describe,
+    ha_synthesize,
+    ha_synthesize_stream,
+    ha_transcribe,
+    make_settings,
+    running_server,
+)
 from tests.test_stt import piper_16k, tone, use_whisper
 
 TEXT = "Turn on the kitchen lights."
@@ -106,3 +113,27 @@ async def test_session_expiry_mid_utterance_is_replayed(fake: FakeOpenAI, port: 
     assert result.error is None
     assert speech.normalize_text(result.transcript or "") == speech.normalize_text(TEXT)
     assert [e["code"] for e in fake.realtime_sessions[0].errors_sent] == ["session_expired"]
+
+
+async def test_speech_cut_off_mid_stream_ends_the_reply_cleanly(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """The speech body breaks after 20,000 bytes: the client gets the audio that was
+    spoken, then audio-stop and synthesize-stopped, and is never left waiting."""
+    fake.speech_fail_after_bytes = 20_000
+    text = "A reply long enough to be cut off somewhere in the middle."
+    result = await ha_synthesize_stream(port, [text])
+    assert result.types[0] == "audio-start"
+    assert result.types[-2:] == ["audio-stop", "synthesize-stopped"]
+    assert "error" not in result.types
+    spoken = default_synthesizer(text, "alloy")
+    assert len(result.audio) % 2 == 0
+    assert result.audio[:19_200] == spoken[:19_200]  # what was spoken arrived intact
+
+
+async def test_speech_failing_before_any_audio_is_an_error(fake: FakeOpenAI, port: int) -> None:
+    fake.speech_fail_after_bytes = 1
+    fake.tts_chunk_bytes = 1
+    result = await ha_synthesize(port, "Hello.")
+    assert result.types == ["error"]
+    assert result.error is not None and result.error.code == "upstream-unavailable"

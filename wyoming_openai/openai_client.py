@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -84,6 +85,10 @@ def bridge_error(exc: BaseException, what: str) -> BridgeError:
                 ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: service error (HTTP {status})"
             )
         return BridgeError(ErrorCode.UPSTREAM_ERROR, f"{what} failed: HTTP {status}: {exc.message}")
+    if isinstance(exc, httpx2.TransportError):  # e.g. the body stopped half-way
+        return BridgeError(
+            ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: the connection to the service broke"
+        )
     if isinstance(exc, openai.APITimeoutError | TimeoutError | asyncio.TimeoutError):
         return BridgeError(ErrorCode.TIMEOUT, f"{what} failed: the service did not answer in time")
     if isinstance(exc, openai.APIConnectionError | OSError):

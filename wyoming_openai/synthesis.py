@@ -135,6 +135,13 @@ class Synthesis:
             await self._task
         await self._pipeline.aclose()
 
+    async def _end_reply(self, sent_bytes: int) -> None:
+        """``audio-stop`` (and ``synthesize-stopped`` for a stream) after ``sent_bytes``."""
+        fmt = self._engine.output_format
+        await self._write(AudioStop(timestamp=int(fmt.duration_ms(sent_bytes))).event())
+        if self.streaming:
+            await self._write(SynthesizeStopped().event())
+
     async def _play(self) -> None:
         fmt = self._engine.output_format
         start = AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event()
@@ -157,14 +164,22 @@ class Synthesis:
                 sent_bytes += len(pcm)
             if not started:
                 await self._write(start)
-            await self._write(AudioStop(timestamp=int(fmt.duration_ms(sent_bytes))).event())
-            if self.streaming:
-                await self._write(SynthesizeStopped().event())
+            await self._end_reply(sent_bytes)
             _LOGGER.debug("Synthesized %.0f ms of audio", fmt.duration_ms(sent_bytes))
         except BridgeError as err:
-            _LOGGER.warning("Synthesis failed: %s", err)
             with contextlib.suppress(ConnectionError):
-                await self._write(Error(text=err.message, code=err.code.value).event())
+                if not started:
+                    _LOGGER.warning("Synthesis failed: %s", err)
+                    await self._write(Error(text=err.message, code=err.code.value).event())
+                else:
+                    # Part of the reply was already spoken: end it cleanly, so the client
+                    # plays what it has instead of waiting or failing the whole reply.
+                    _LOGGER.warning(
+                        "Synthesis failed after %.0f ms of audio; ending the reply there: %s",
+                        fmt.duration_ms(sent_bytes),
+                        err,
+                    )
+                    await self._end_reply(sent_bytes)
         except ConnectionError as err:
             _LOGGER.debug("Client went away during synthesis: %s", err)
         finally:
