@@ -194,6 +194,18 @@ class Settings(_Section):
         "INFO", description="Log level."
     )
     debug: bool = Field(False, description="Log every Wyoming event and upstream call.")
+    audio_dump_dir: Path | None = Field(
+        None,
+        description=(
+            "Debugging: write every utterance, as sent upstream, to this directory as a WAV "
+            "file (audio only, never credentials). Off when empty."
+        ),
+    )
+
+    @field_validator("audio_dump_dir", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
     openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings())
     stt: SttSettings = Field(default_factory=lambda: SttSettings())
     tts: TtsSettings = Field(default_factory=lambda: TtsSettings())

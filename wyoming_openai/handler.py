@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -49,6 +50,7 @@ class Services:
         frame_limits: largest event data and payload accepted, bytes.
         max_utterance_ms: longest utterance transcribed, ms of audio.
         max_text_chars: longest text of one synthesis, characters.
+        audio_dump_dir: where to write each utterance as WAV (debugging), or None.
     """
 
     stt: SttEngine
@@ -60,6 +62,7 @@ class Services:
     frame_limits: FrameLimits = field(default_factory=FrameLimits)
     max_utterance_ms: float = 120_000
     max_text_chars: int = 20_000
+    audio_dump_dir: Path | None = None
 
 
 def _audio_format(data: dict[str, object]) -> AudioFormat:
@@ -215,6 +218,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             request.language or self._services.stt_language,
             self.write_event,
             max_ms=self._services.max_utterance_ms,
+            dump_dir=self._services.audio_dump_dir,
         )
         return self._utterance
 

@@ -62,6 +62,7 @@ class WyomingOpenAIServer:
             ),
             max_utterance_ms=settings.limits.max_utterance_seconds * 1000,
             max_text_chars=settings.limits.max_text_chars,
+            audio_dump_dir=settings.audio_dump_dir,
         )
         self._server: AsyncServer | None = None
 

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.error import Error
 from wyoming.event import Event
 
-from .audio import AudioConverter, AudioFormat, validate_format
+from .audio import AudioConverter, AudioFormat, pcm_to_wav, validate_format
 from .errors import BridgeError, ErrorCode
 from .stt.base import SttEngine, TranscribeRequest, TranscriptDelta
 
 _LOGGER = logging.getLogger(__name__)
 
 WriteEvent = Callable[[Event], Awaitable[None]]
+
+_DUMP_NUMBERS = itertools.count(1)
 
 
 class Utterance:
@@ -40,6 +45,8 @@ class Utterance:
         language: language reported in ``transcript`` (request's or configured), or None.
         write: sends one event to the client.
         max_ms: longest utterance accepted, milliseconds of client audio.
+        dump_dir: if set, the utterance as sent upstream (the engine's input format) is
+            written there as one WAV file at ``audio-stop``, for debugging. Audio only.
     """
 
     def __init__(
@@ -49,8 +56,12 @@ class Utterance:
         language: str | None,
         write: WriteEvent,
         max_ms: float = 120_000,
+        dump_dir: Path | None = None,
     ) -> None:
         self._engine = engine
+        self._dump_dir = dump_dir
+        self._dump = bytearray() if dump_dir is not None else None
+        self._dump_task: asyncio.Task[None] | None = None
         self._max_ms = max_ms
         self._received_ms = 0.0
         self._language = language
@@ -95,9 +106,9 @@ class Utterance:
                     f"utterance longer than {self._max_ms / 1000:g} s",
                 )
         if fmt != self._source:
-            self._session.send_audio(self._converter.flush())
+            self._send(self._converter.flush())
             self._converter = self._make_converter(fmt)
-        self._session.send_audio(self._converter.convert(pcm))
+        self._send(self._converter.convert(pcm))
 
     def finish(self) -> None:
         """Wyoming ``audio-stop``: flush the resampler and end the utterance upstream."""
@@ -105,8 +116,30 @@ class Utterance:
             return
         self.finished = True
         if self._converter is not None:
-            self._session.send_audio(self._converter.flush())
+            self._send(self._converter.flush())
         self._session.finish()
+        if self._dump is not None and self._dump_dir is not None:
+            self._dump_task = asyncio.create_task(
+                asyncio.to_thread(self._write_dump, self._dump_dir, bytes(self._dump))
+            )
+            self._dump = None
+
+    def _send(self, pcm: bytes) -> None:
+        if self._dump is not None:
+            self._dump += pcm
+        self._session.send_audio(pcm)
+
+    def _write_dump(self, directory: Path, pcm: bytes) -> None:
+        """Write one utterance as WAV (runs in a worker thread)."""
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_DUMP_NUMBERS):05d}.wav"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_bytes(pcm_to_wav(pcm, self._engine.input_format))
+            _LOGGER.debug(
+                "Wrote %s (%.0f ms)", name, self._engine.input_format.duration_ms(len(pcm))
+            )
+        except OSError as err:
+            _LOGGER.warning("Cannot write audio dump %s: %s", directory / name, err.strerror)
 
     async def aclose(self) -> None:
         """Stop writing and release the upstream session (idempotent)."""
