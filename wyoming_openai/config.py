@@ -77,7 +77,12 @@ class OpenAISettings(_Section):
     organization: str | None = Field(None, description="Optional organization id.")
     project: str | None = Field(None, description="Optional project id.")
     timeout: float = Field(
-        15.0, gt=0, description="Seconds an HTTP request may take before it fails."
+        10.0,
+        gt=0,
+        description=(
+            "Seconds to wait for an answer: an HTTP read, or the transcript after the end of "
+            "speech (retries included)."
+        ),
     )
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to establish a connection (HTTP or WebSocket)."

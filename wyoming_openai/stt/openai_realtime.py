@@ -213,6 +213,7 @@ class RealtimeSttSession(SttSession):
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
         self._emitted = ""  # delta text already given out (not repeated after a replay)
         self._finished = False
+        self._finish_event = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
         self._closed = False
         self.attempts = 0
@@ -230,6 +231,7 @@ class RealtimeSttSession(SttSession):
         if self._finished:
             return
         self._finished = True
+        self._finish_event.set()
         self._audio_added.set()
         self._start_deadline()
 
@@ -280,12 +282,14 @@ class RealtimeSttSession(SttSession):
         """Attempt until a transcript, a permanent failure, or no retries left.
 
         While the person is still speaking, transient failures are retried for as long as
-        it takes (the audio is kept); after ``audio-stop`` at most ``retry.max_retries``
-        more times, within the deadline.
+        it takes (the audio is kept; the back-off grows). ``audio-stop`` cuts a back-off
+        short and starts a fresh schedule: at most ``retry.max_retries`` more attempts,
+        within the deadline, so a service that is down is reported in well under a second.
         """
         retries_after_finish = 0
         retry = 0
         while True:
+            finished_before_attempt = self._finished
             self.attempts += 1
             try:
                 await self._attempt()
@@ -297,6 +301,8 @@ class RealtimeSttSession(SttSession):
             if not is_retryable(error):
                 raise error
             if self._finished:
+                if not finished_before_attempt:
+                    retry = 0  # the attempt that saw audio-stop starts a fresh schedule
                 if retries_after_finish >= self._engine.retry.max_retries:
                     raise error
                 retries_after_finish += 1
@@ -307,8 +313,15 @@ class RealtimeSttSession(SttSession):
                 error.message,
                 PCM_24K_MONO.duration_ms(len(self._audio)),
             )
-            await asyncio.sleep(self._engine.retry.delay(retry))
+            delay = self._engine.retry.delay(retry)
             retry += 1
+            if self._finished:
+                await asyncio.sleep(delay)
+            else:  # audio-stop ends the wait: try at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finish_event.wait(), delay)
+                if self._finished:
+                    retry = 0
 
     async def _attempt(self) -> None:
         """One connection: configure, (re)send the utterance from its start, commit, collect."""
