@@ -37,9 +37,21 @@ READ_TIMEOUT = 30.0
 
 
 def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings:
-    """Settings for a server on a free 127.0.0.1 port talking to ``base_url``."""
+    """Settings for a server on a free 127.0.0.1 port talking to ``base_url`` (not
+    advertised over zeroconf: ``tests/test_discovery.py`` covers that). OpenAI's failures
+    reach the client (``--fallback none``) unless ``argv`` says otherwise:
+    ``tests/test_fallback.py`` covers the local fallback."""
     return load_settings(
-        ["--uri", "tcp://127.0.0.1:0", "--openai-base-url", base_url, *argv],
+        [
+            "--uri",
+            "tcp://127.0.0.1:0",
+            "--no-zeroconf",
+            "--openai-base-url",
+            base_url,
+            "--fallback",
+            "none",
+            *argv,
+        ],
         {"OPENAI_API_KEY": api_key},
     )
 

@@ -31,4 +31,3 @@ async def test_each_utterance_is_dumped_as_the_audio_sent_upstream(
             assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (24000, 2, 1)
             assert wav.readframes(wav.getnframes()) == bytes(session.audio)
         assert fake.api_key.encode() not in path.read_bytes()
-

@@ -70,7 +70,7 @@ def test_api_key_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "yaml_text", "expected"),
     [
-        ([], {}, None, "openai.api_key: missing"),
+        (["--engine", "openai"], {}, None, "openai.api_key: missing"),
         (["--stt-mode", "websocket"], {"OPENAI_API_KEY": KEY}, None, "stt.mode"),
         (
             [],

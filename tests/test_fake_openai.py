@@ -531,11 +531,13 @@ async def test_finalize_delay(fake_api: FakeOpenAI, client: AsyncOpenAI) -> None
     assert delta_at - committed_at >= 0.15
 
 
-async def test_conversation_sessions_are_not_implemented(
+async def test_realtime_without_model_or_intent_is_refused(
     fake_api: FakeOpenAI, client: AsyncOpenAI
 ) -> None:
-    async with client.realtime.connect(model="gpt-realtime-2.1-mini") as conn:
-        assert (await recv(conn)).type == "error"
+    """Conversation sessions (speech) are in ``tests/test_fake_realtime_speech.py``."""
+    async with client.realtime.connect() as conn:
+        error = await recv(conn)
+        assert error.type == "error" and error.error.code == "missing_required_parameter"
         with pytest.raises(websockets.exceptions.ConnectionClosed):
             await recv(conn)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
 from tests.harness import (
@@ -137,3 +139,47 @@ async def test_speech_failing_before_any_audio_is_an_error(fake: FakeOpenAI, por
     result = await ha_synthesize(port, "Hello.")
     assert result.types == ["error"]
     assert result.error is not None and result.error.code == "upstream-unavailable"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [(401, "invalid_api_key", "auth-failed"), (429, "insufficient_quota", "quota-exceeded")],
+)
+async def test_permanent_failures_are_not_retried(
+    fake: FakeOpenAI, status: int, code: str, expected: str
+) -> None:
+    """HTTP transcription: 401 and ``insufficient_quota`` answer at once, one request."""
+    fake.http_errors = [(status, code)] * 5
+    settings = make_settings(fake.base_url, "--stt-mode", "http")
+    async with running_server(settings) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, tone(300, 0.5, 16000))
+    assert result.error is not None
+    assert result.error.code == expected
+    assert len(fake.http_errors) == 4  # exactly one request was made
+
+
+async def test_transient_http_failures_are_retried(fake: FakeOpenAI) -> None:
+    fake.http_errors = [(500, "server_error"), (429, "rate_limit_exceeded")]
+    settings = make_settings(fake.base_url, "--stt-mode", "http")
+    async with running_server(settings) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, tone(300, 0.5, 16000))
+    assert result.error is None
+    assert result.transcript == "hello world"
+    assert fake.http_errors == []
+
+
+async def test_speech_retries_a_transient_failure_before_any_audio(
+    fake: FakeOpenAI, port: int
+) -> None:
+    fake.http_errors = [(503, "server_error")]
+    result = await ha_synthesize(port, "Hello.")
+    assert result.error is None
+    assert result.audio == default_synthesizer("Hello.", "alloy")
+    assert fake.http_errors == []
+    quota = [(429, "insufficient_quota")] * 3
+    fake.http_errors = list(quota)
+    failed = await ha_synthesize(port, "Hello.")
+    assert failed.error is not None and failed.error.code == "quota-exceeded"
+    assert len(fake.http_errors) == 2  # not retried

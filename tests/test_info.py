@@ -32,7 +32,7 @@ async def test_info_has_asr_and_tts_programs_home_assistant_accepts(port: int) -
     assert asr.supports_transcript_streaming is True
     assert tts.supports_synthesize_streaming is True
     (model,) = asr.models
-    assert model.name == "gpt-4o-transcribe"
+    assert model.name == "gpt-live-transcribe"  # the realtime default
     assert model.installed
     assert "en" in model.languages and "de" in model.languages
     assert [voice.name for voice in tts.voices] == list(OPENAI_VOICES)

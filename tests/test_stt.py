@@ -70,8 +70,8 @@ async def test_home_assistant_transcription_streams_transcript_events(
     audio_in = config["audio"]["input"]
     assert audio_in["format"] == {"type": "audio/pcm", "rate": 24000}
     assert audio_in["turn_detection"] is None
-    assert audio_in["transcription"]["model"] == "gpt-4o-transcribe"
-    assert audio_in["transcription"]["language"] == "en"
+    assert audio_in["transcription"]["model"] == "gpt-live-transcribe"  # the default
+    assert audio_in["transcription"]["languages"] == ["en"]
     assert len(session.commits) == 1
 
 
@@ -97,7 +97,7 @@ async def test_real_speech_over_http_mode(fake: FakeOpenAI) -> None:
     assert speech.normalize_text(result.transcript) == speech.normalize_text(text)
     assert "transcript-chunk" in result.types  # stream=true deltas are passed on
     (request,) = fake.transcription_requests
-    assert request["model"] == "gpt-4o-transcribe"
+    assert request["model"] == "gpt-transcribe"  # the HTTP default
     assert str(request.get("stream")).lower() == "true"
     assert fake.realtime_sessions == []
 
@@ -145,15 +145,15 @@ async def test_no_audio_at_all_gives_an_empty_transcript(port: int) -> None:
     assert result.transcript == ""
 
 
-async def test_names_and_terms_bias_the_prompt(fake: FakeOpenAI, port: int) -> None:
+async def test_names_and_terms_bias_recognition(fake: FakeOpenAI, port: int) -> None:
     request = Transcribe(
         language="en", transcript_names=["Zoë", "Kitchen Island"], transcript_terms=["scene"]
     )
     await ha_transcribe(port, tone(300, 0.5, 16000), transcribe=request)
     (session,) = fake.realtime_sessions
     assert session.session_config is not None
-    prompt = session.session_config["audio"]["input"]["transcription"]["prompt"]
-    assert "Zoë" in prompt and "Kitchen Island" in prompt and "scene" in prompt
+    transcription = session.session_config["audio"]["input"]["transcription"]
+    assert transcription["keywords"] == ["Zoë", "Kitchen Island", "scene"]  # gpt-live-transcribe
 
 
 async def test_keyword_models_get_languages_and_keywords(fake: FakeOpenAI) -> None:
@@ -177,11 +177,11 @@ async def test_request_language_wins_over_configured(fake: FakeOpenAI) -> None:
         await ha_transcribe(server.port, tone(300, 0.5, 16000), language="de")
         await ha_transcribe(server.port, tone(300, 0.5, 16000), language=None)
     languages = [
-        s.session_config["audio"]["input"]["transcription"].get("language")
+        s.session_config["audio"]["input"]["transcription"].get("languages")
         for s in fake.realtime_sessions
         if s.session_config
     ]
-    assert languages == ["de", "fr"]
+    assert languages == [["de"], ["fr"]]
 
 
 async def test_generic_client_without_transcribe(fake: FakeOpenAI, port: int) -> None:

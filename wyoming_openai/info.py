@@ -13,17 +13,20 @@ from . import __version__
 from .stt.base import SttEngine
 from .tts.base import TtsEngine
 
-ATTRIBUTION = Attribution(name="OpenAI", url="https://platform.openai.com/docs/guides/audio")
 PROGRAM_ATTRIBUTION = Attribution(
     name="wyoming-openai", url="https://pypi.org/project/wyoming-openai/"
 )
 
 
 def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
-    """One ASR program (streaming transcripts) and one TTS program (streaming synthesis)."""
+    """One ASR program (streaming transcripts) and one TTS program (streaming synthesis).
+
+    Program names, descriptions and the credit for models and voices come from the
+    engines, so Info names the engine that actually serves (OpenAI or local).
+    """
     asr_program = AsrProgram(
-        name="openai-stt",
-        description="OpenAI speech to text (wyoming-openai)",
+        name=stt.program_name,
+        description=stt.program_description,
         attribution=PROGRAM_ATTRIBUTION,
         installed=True,
         version=__version__,
@@ -31,7 +34,7 @@ def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
             AsrModel(
                 name=model.name,
                 description=model.description,
-                attribution=ATTRIBUTION,
+                attribution=Attribution(*stt.model_attribution),
                 installed=True,
                 version=None,
                 languages=list(model.languages),
@@ -41,8 +44,8 @@ def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
         supports_transcript_streaming=True,
     )
     tts_program = TtsProgram(
-        name="openai-tts",
-        description="OpenAI text to speech (wyoming-openai)",
+        name=tts.program_name,
+        description=tts.program_description,
         attribution=PROGRAM_ATTRIBUTION,
         installed=True,
         version=__version__,
@@ -50,7 +53,7 @@ def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
             TtsVoice(
                 name=voice.name,
                 description=voice.description,
-                attribution=ATTRIBUTION,
+                attribution=Attribution(*tts.model_attribution),
                 installed=True,
                 version=None,
                 languages=list(voice.languages),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -34,7 +33,7 @@ def make_client(settings: OpenAISettings) -> AsyncOpenAI:
         organization=settings.organization,
         project=settings.project,
         timeout=openai.Timeout(settings.timeout, connect=settings.connect_timeout),
-        max_retries=settings.max_retries,
+        max_retries=0,  # ours instead: wyoming_openai.retry (no retry of insufficient_quota)
     )
 
 
@@ -46,6 +45,15 @@ def _status_code_text(exc: openai.APIStatusError) -> str | None:
             code = error.get("code")
             return str(code) if code else None
     return None
+
+
+def _http_library_errors() -> tuple[type[Exception], type[Exception]] | None:
+    """``(TimeoutException, TransportError)`` of the SDK's HTTP library (httpx2), if any."""
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - an SDK built on another HTTP library
+        return None
+    return httpx2.TimeoutException, httpx2.TransportError
 
 
 def bridge_error(exc: BaseException, what: str) -> BridgeError:
@@ -85,16 +93,26 @@ def bridge_error(exc: BaseException, what: str) -> BridgeError:
                 ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: service error (HTTP {status})"
             )
         return BridgeError(ErrorCode.UPSTREAM_ERROR, f"{what} failed: HTTP {status}: {exc.message}")
-    if isinstance(exc, httpx2.TransportError):  # e.g. the body stopped half-way
-        return BridgeError(
-            ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: the connection to the service broke"
-        )
     if isinstance(exc, openai.APITimeoutError | TimeoutError | asyncio.TimeoutError):
         return BridgeError(ErrorCode.TIMEOUT, f"{what} failed: the service did not answer in time")
     if isinstance(exc, openai.APIConnectionError | OSError):
         return BridgeError(
             ErrorCode.UPSTREAM_UNAVAILABLE, f"{what} failed: cannot reach the service"
         )
+    # While a streamed body is read (``iter_bytes``), the SDK lets its HTTP library's own
+    # errors through unwrapped (openai-python 3.52 ``_response.py``; the library is httpx2).
+    http_errors = _http_library_errors()
+    if http_errors is not None:
+        timeout_error, transport_error = http_errors
+        if isinstance(exc, timeout_error):
+            return BridgeError(
+                ErrorCode.TIMEOUT, f"{what} failed: the service stopped answering in time"
+            )
+        if isinstance(exc, transport_error):
+            return BridgeError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"{what} failed: the connection to the service broke",
+            )
     try:
         from websockets.exceptions import ConnectionClosed, InvalidStatus
     except ImportError:  # pragma: no cover - openai[realtime] pins websockets

@@ -95,6 +95,16 @@ class SttEngine(ABC):
     input_format: AudioFormat
     """The PCM format :meth:`SttSession.send_audio` takes."""
 
+    program_name: str = "openai-stt"
+    """Name of the ASR program in Info (Home Assistant titles the entry after it)."""
+    program_description: str = "OpenAI speech to text (wyoming-openai)"
+    """Description of the ASR program in Info."""
+    model_attribution: tuple[str, str] = (
+        "OpenAI",
+        "https://platform.openai.com/docs/guides/audio",
+    )
+    """``(name, url)`` credited for the models in Info."""
+
     @abstractmethod
     def models(self) -> list[SttModelInfo]:
         """Models to advertise in Info."""
@@ -102,6 +112,13 @@ class SttEngine(ABC):
     @abstractmethod
     def open(self, request: TranscribeRequest) -> SttSession:
         """Start a session for one utterance; connecting happens in the background."""
+
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Load what the engine needs (models), off the event loop; called at start-up.
+
+        Raises:
+            ConfigError: the engine cannot work with its settings (e.g. a broken model).
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release process-wide resources (HTTP clients, warm sessions)."""

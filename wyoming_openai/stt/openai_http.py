@@ -6,6 +6,12 @@ Groq...): the utterance is buffered and uploaded as a 16 kHz WAV at ``audio-stop
 ``transcript.text.delta {delta}`` ... ``transcript.text.done {text}``
 (``openai.types.audio.TranscriptionTextDeltaEvent`` / ``...DoneEvent``); ``whisper-1``
 ignores ``stream`` and is asked without it (``shared/notes/openai.md``, HTTP).
+
+A configured model the service reports as retired or unknown
+(:func:`~wyoming_openai.retirement.is_model_retired`; ``whisper-1`` and the
+``gpt-4o-*-transcribe`` models shut down on 2027-02-26) is retried at once, within the
+same utterance, with the current HTTP model (``DEFAULT_MODELS["http"]``); once that
+model has answered, the engine stays with it for the life of the process (logged once).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from ..audio import AudioFormat, pcm_to_wav
 from ..config import SttSettings
 from ..errors import BridgeError
 from ..openai_client import bridge_error
+from ..retirement import is_model_retired
+from ..retry import RetryPolicy, is_retryable
 from .base import (
     SttEngine,
     SttModelInfo,
@@ -29,7 +37,7 @@ from .base import (
     TranscriptEvent,
     TranscriptFinal,
 )
-from .models import NO_STREAM_MODELS, transcription_options
+from .models import DEFAULT_MODELS, NO_STREAM_MODELS, transcription_options
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -42,6 +50,9 @@ PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)
 MIN_AUDIO_MS = 100
 """Shorter utterances get an empty transcript without a request (as on the realtime path)."""
 
+CURRENT_MODEL = DEFAULT_MODELS["http"]
+"""Where a retired or unknown model moves to."""
+
 
 class HttpSttEngine(SttEngine):
     """Transcription by uploading each utterance once it has ended.
@@ -53,26 +64,39 @@ class HttpSttEngine(SttEngine):
 
     input_format = PCM_16K_MONO
 
-    def __init__(self, client: AsyncOpenAI, settings: SttSettings) -> None:
+    def __init__(
+        self, client: AsyncOpenAI, settings: SttSettings, retry: RetryPolicy | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._model = settings.model
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def model(self) -> str:
+        """The model uploads name (it may have moved to :data:`CURRENT_MODEL`)."""
+        return self._model
 
     def models(self) -> list[SttModelInfo]:
         return [
             SttModelInfo(
-                name=self._settings.model,
-                description=f"{self._settings.model} (HTTP transcription)",
+                name=self._model,
+                description=f"{self._model} (HTTP transcription)",
                 languages=tuple(self._settings.languages),
             )
         ]
 
-    def request_params(self, request: TranscribeRequest) -> dict[str, Any]:
-        """Form fields of the upload, without ``file`` and ``stream``."""
+    def request_params(
+        self, request: TranscribeRequest, model: str | None = None
+    ) -> dict[str, Any]:
+        """Form fields of the upload for ``model`` (default: :attr:`model`), without
+        ``file`` and ``stream``."""
         settings = self._settings
+        model = model or self._model
         return {
-            "model": settings.model,
+            "model": model,
             **transcription_options(
-                settings.model,
+                model,
                 request.language or settings.language,
                 settings.prompt,
                 request.names,
@@ -81,20 +105,36 @@ class HttpSttEngine(SttEngine):
         }
 
     def open(self, request: TranscribeRequest) -> HttpSttSession:
-        return HttpSttSession(
-            self._client,
-            self.request_params(request),
-            stream=self._settings.model not in NO_STREAM_MODELS,
-        )
+        return HttpSttSession(self, request)
+
+    def fallback_model(self, model: str, error: BaseException) -> str | None:
+        """The model to retry with after ``model`` failed with ``error``: :data:`CURRENT_MODEL`
+        when the service reports ``model`` retired or unknown, else None."""
+        if model == CURRENT_MODEL or not is_model_retired(error):
+            return None
+        return CURRENT_MODEL
+
+    def adopt(self, model: str, retired: str, reason: BaseException) -> None:
+        """``model`` answered where ``retired`` was refused: use it from now on (logged once)."""
+        if self._model == retired:
+            self._model = model
+            _LOGGER.warning(
+                "Transcription model %s is retired or unknown to the service (%s); using %s "
+                "from now on",
+                retired,
+                reason,
+                model,
+            )
 
 
 class HttpSttSession(SttSession):
     """One utterance: buffered until :meth:`finish`, then uploaded by an owned task."""
 
-    def __init__(self, client: AsyncOpenAI, params: dict[str, Any], stream: bool) -> None:
-        self._client = client
-        self._params = params
-        self._stream = stream
+    def __init__(self, engine: HttpSttEngine, request: TranscribeRequest) -> None:
+        self._engine = engine
+        self._client = engine._client
+        self._request = request
+        self._deltas = 0
         self._audio = bytearray()
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -128,26 +168,68 @@ class HttpSttSession(SttSession):
             self._results.put_nowait(TranscriptFinal(""))
             return
         wav = pcm_to_wav(bytes(self._audio), PCM_16K_MONO)
-        file = ("utterance.wav", wav, "audio/wav")
+        engine = self._engine
+        model = engine.model
         try:
-            if self._stream:
-                text = ""
-                stream = await self._client.audio.transcriptions.create(
-                    file=file, stream=True, **self._params
-                )
-                async for event in stream:
-                    if event.type == "transcript.text.delta":
-                        text += event.delta
-                        self._results.put_nowait(TranscriptDelta(event.delta))
-                    elif event.type == "transcript.text.done":
-                        text = event.text
-                self._results.put_nowait(TranscriptFinal(text))
-            else:
-                result = await self._client.audio.transcriptions.create(file=file, **self._params)
-                self._results.put_nowait(TranscriptFinal(result.text))
+            try:
+                await self._upload_retrying(wav, model)
+            except Exception as exc:
+                fallback = engine.fallback_model(model, exc) if not self._deltas else None
+                if fallback is None:
+                    raise
+                try:
+                    await self._upload(wav, fallback)
+                except Exception as again:
+                    raise (exc if is_model_retired(again) else again) from None
+                engine.adopt(fallback, model, bridge_error(exc, "transcription"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             error = bridge_error(exc, "transcription")
             _LOGGER.warning("HTTP transcription failed: %s", error)
             self._results.put_nowait(error)
+
+    async def _upload_retrying(self, wav: bytes, model: str) -> None:
+        """:meth:`_upload`, retried on transient failures (429 rate limit, 5xx, network,
+        timeout) while no delta has been passed on yet; anything else is raised as it
+        came, so a retired model can still be recognised.
+        """
+
+        async def attempt() -> None:
+            try:
+                await self._upload(wav, model)
+            except Exception as exc:
+                error = bridge_error(exc, "transcription")
+                if is_retryable(error) and not self._deltas:
+                    raise error from exc
+                raise
+
+        await self._engine.retry.run(
+            attempt, lambda err: _LOGGER.warning("Retrying transcription upload: %s", err)
+        )
+
+    async def _upload(self, wav: bytes, model: str) -> None:
+        """Upload the utterance for ``model``; put its deltas and final transcript in the
+        results queue.
+
+        Raises:
+            Exception: SDK/network errors (map them with ``bridge_error``).
+        """
+        file = ("utterance.wav", wav, "audio/wav")
+        params = self._engine.request_params(self._request, model)
+        if model not in NO_STREAM_MODELS:
+            text = ""
+            stream = await self._client.audio.transcriptions.create(
+                file=file, stream=True, **params
+            )
+            async for event in stream:
+                if event.type == "transcript.text.delta":
+                    text += event.delta
+                    self._deltas += 1
+                    self._results.put_nowait(TranscriptDelta(event.delta))
+                elif event.type == "transcript.text.done":
+                    text = event.text
+            self._results.put_nowait(TranscriptFinal(text))
+        else:
+            result = await self._client.audio.transcriptions.create(file=file, **params)
+            self._results.put_nowait(TranscriptFinal(result.text))

@@ -27,6 +27,16 @@ class TtsEngine(ABC):
     max_text_chars: int
     """Longest text one :meth:`synthesize` call accepts; longer text is split by the caller."""
 
+    program_name: str = "openai-tts"
+    """Name of the TTS program in Info."""
+    program_description: str = "OpenAI text to speech (wyoming-openai)"
+    """Description of the TTS program in Info."""
+    model_attribution: tuple[str, str] = (
+        "OpenAI",
+        "https://platform.openai.com/docs/guides/audio",
+    )
+    """``(name, url)`` credited for the voices in Info."""
+
     @abstractmethod
     def voices(self) -> list[VoiceInfo]:
         """Voices to advertise in Info; the first is not necessarily the default."""
@@ -34,6 +44,12 @@ class TtsEngine(ABC):
     @abstractmethod
     def default_voice(self) -> str:
         """The voice used when a request names none."""
+
+    def substitute_voice(self, name: str) -> str | None:
+        """The voice to speak a requested ``name`` with that :meth:`voices` lacks, or None to
+        reject it (e.g. a ``/v1/audio/speech`` voice after the move to realtime speech)."""
+        del name
+        return None
 
     @abstractmethod
     def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
@@ -44,6 +60,13 @@ class TtsEngine(ABC):
 
         Raises:
             BridgeError: synthesis failed (before or after some audio was yielded).
+        """
+
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Load what the engine needs (voices), off the event loop; called at start-up.
+
+        Raises:
+            ConfigError: the engine cannot work with its settings (e.g. a broken voice).
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..audio import PCM_24K_MONO
 from ..config import TtsSettings
 from ..openai_client import bridge_error
+from ..retry import RetryPolicy
 from .base import TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
@@ -40,9 +41,12 @@ class OpenAISpeechEngine(TtsEngine):
     output_format = PCM_24K_MONO
     max_text_chars = MAX_INPUT_CHARS
 
-    def __init__(self, client: AsyncOpenAI, settings: TtsSettings) -> None:
+    def __init__(
+        self, client: AsyncOpenAI, settings: TtsSettings, retry: RetryPolicy | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._retry = retry or RetryPolicy()
 
     def voices(self) -> list[VoiceInfo]:
         languages = tuple(self._settings.languages)
@@ -69,20 +73,39 @@ class OpenAISpeechEngine(TtsEngine):
             params["instructions"] = settings.instructions
         return params
 
+    async def _open(self, params: dict[str, Any]) -> tuple[Any, Any]:
+        """Send the request and read the response head: ``(manager, response)``.
+
+        Raises:
+            BridgeError: with the SDK's exception as ``__cause__`` (a retired model is
+                recognised from it, :mod:`wyoming_openai.retirement`).
+        """
+        manager = self._client.audio.speech.with_streaming_response.create(**params)
+        try:
+            return manager, await manager.__aenter__()
+        except Exception as exc:
+            raise bridge_error(exc, "speech synthesis") from exc
+
     async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
         frame = self.output_format.frame_bytes
         carry = b""
+        params = self.request_params(text, voice)
+        # Retried (429 rate limit, 5xx, network) only until the response starts: audio
+        # already passed on cannot be taken back.
+        manager, response = await self._retry.run(
+            lambda: self._open(params),
+            lambda err: _LOGGER.warning("Retrying speech request: %s", err),
+        )
         try:
-            async with self._client.audio.speech.with_streaming_response.create(
-                **self.request_params(text, voice)
-            ) as response:
-                async for chunk in response.iter_bytes():
-                    data = carry + chunk if carry else chunk
-                    whole = len(data) - len(data) % frame
-                    carry = data[whole:]
-                    if whole:
-                        yield data[:whole]
+            async for chunk in response.iter_bytes():
+                data = carry + chunk if carry else chunk
+                whole = len(data) - len(data) % frame
+                carry = data[whole:]
+                if whole:
+                    yield data[:whole]
         except Exception as exc:
             raise bridge_error(exc, "speech synthesis") from exc
+        finally:
+            await manager.__aexit__(None, None, None)
         if carry:
             _LOGGER.debug("Dropping %d trailing byte(s) of a partial sample", len(carry))

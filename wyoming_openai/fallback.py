@@ -1,0 +1,94 @@
+"""When the OpenAI side may be replaced by the local engines, and for how long.
+
+Only outages fall back: the service cannot be reached or fails (``upstream-unavailable``:
+connection refused, HTTP 5xx after the SDK's retries, a dropped connection), does not
+answer in time (``timeout``), or refuses more work (``quota-exceeded``, ``rate-limited``
+after retries). A request the service rejected for what it is (bad audio, unknown model,
+refused key) is reported, not hidden behind another engine: a local answer would mask a
+setting the user has to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .errors import BridgeError, ErrorCode
+
+_LOGGER = logging.getLogger(__name__)
+
+FALLBACK_CODES = frozenset(
+    {
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.TIMEOUT,
+        ErrorCode.QUOTA_EXCEEDED,
+        ErrorCode.RATE_LIMITED,
+    }
+)
+"""Error codes of an OpenAI failure that the local engines answer instead."""
+
+
+def is_fallback_error(error: BridgeError) -> bool:
+    """Whether ``error`` is an outage the local engines may cover (see the module docstring)."""
+    return error.code in FALLBACK_CODES
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The last OpenAI failure that made the local engines answer.
+
+    Attributes:
+        cause: the failure (its message never holds the API key).
+        at: when it happened, ``time.monotonic()`` seconds.
+    """
+
+    cause: BridgeError
+    at: float
+
+    def age(self) -> float:
+        """Seconds since the failure."""
+        return time.monotonic() - self.at
+
+
+class LocalHold:
+    """After an OpenAI failure, answer locally for ``hold_seconds`` before trying OpenAI again.
+
+    Without it, every request during an outage would wait for OpenAI's deadline (the
+    connect timeout, or the whole request timeout when the service hangs) before the
+    local engine answers. One instance per engine (speech to text, text to speech).
+
+    Args:
+        what: the engine's job, for the log (``"transcription"``, ``"speech"``).
+        hold_seconds: how long the local engine answers straight away (0: never).
+    """
+
+    def __init__(self, what: str, hold_seconds: float) -> None:
+        self._what = what
+        self._hold = hold_seconds
+        self._outage: Outage | None = None
+
+    def current(self) -> Outage | None:
+        """The outage the local engine is still covering, or ``None``: try OpenAI."""
+        outage = self._outage
+        if outage is None:
+            return None
+        if outage.age() >= self._hold:
+            self._outage = None
+            _LOGGER.info(
+                "Trying OpenAI %s again (%.0f s after it failed)", self._what, outage.age()
+            )
+            return None
+        return outage
+
+    def remaining(self, outage: Outage) -> float:
+        """Seconds until OpenAI is tried again after ``outage``."""
+        return max(0.0, self._hold - outage.age())
+
+    def trip(self, cause: BridgeError) -> None:
+        """Record an OpenAI failure: the next ``hold_seconds`` are answered locally.
+
+        Logs nothing: the engine logs each fallback once, with its cause.
+        """
+        if self._hold > 0:
+            self._outage = Outage(cause, time.monotonic())

@@ -1,0 +1,150 @@
+"""Which engine speaks: ``tts.mode`` = ``speech``, ``realtime`` or ``auto``.
+
+OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at the
+Realtime API instead (``shared/notes/openai.md``, Deprecations). ``auto`` (the default)
+keeps ``/v1/audio/speech`` while the configured speech model is served and, the first
+time OpenAI answers that it is retired or unknown, speaks that same request through a
+realtime session and stays there for the life of the process. OpenAI-compatible servers
+(any other base URL) keep ``/v1/audio/speech``: they never retire OpenAI's models and
+mostly have no realtime endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from ..config import Settings
+from ..errors import BridgeError
+from ..retirement import is_model_retired
+from ..retry import RetryPolicy
+from .base import TtsEngine, VoiceInfo
+from .openai_realtime import RealtimeSpeechEngine
+from .openai_speech import OpenAISpeechEngine
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+_LOGGER = logging.getLogger(__name__)
+
+OPENAI_API_HOST = "api.openai.com"
+"""OpenAI's API host; regional hosts (``us.api.openai.com``, ...) are its subdomains."""
+
+
+def is_openai_base_url(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenAI's own API (``api.openai.com`` or a regional
+    ``*.api.openai.com``), not an OpenAI-compatible server."""
+    host = (urlparse(base_url).hostname or "").lower().rstrip(".")
+    return host == OPENAI_API_HOST or host.endswith("." + OPENAI_API_HOST)
+
+
+class AutoTtsEngine(TtsEngine):
+    """``/v1/audio/speech`` until the service reports the speech model retired, then realtime.
+
+    The move happens inside the request that discovered it (before any of its audio was
+    yielded), is logged once, and is final. Info, voices and the default voice are those
+    of the engine that serves at the time; a voice only ``/v1/audio/speech`` has (fable,
+    onyx, nova) is spoken with the realtime default voice after the move.
+
+    Args:
+        speech: the ``/v1/audio/speech`` engine.
+        realtime: the realtime engine.
+        speech_model: the speech engine's model (``tts.model``), for the log.
+    """
+
+    def __init__(
+        self, speech: OpenAISpeechEngine, realtime: RealtimeSpeechEngine, speech_model: str
+    ) -> None:
+        if speech.output_format != realtime.output_format:  # pragma: no cover - both 24 kHz
+            raise ValueError("both engines must produce the same audio format")
+        self._speech = speech
+        self._realtime = realtime
+        self.output_format = speech.output_format
+        self.max_text_chars = min(speech.max_text_chars, realtime.max_text_chars)
+        self._speech_model = speech_model
+        self._moved = False
+
+    @property
+    def active(self) -> TtsEngine:
+        """The engine that serves now."""
+        return self._realtime if self._moved else self._speech
+
+    @property
+    def moved(self) -> bool:
+        """Whether speech has moved to the realtime engine."""
+        return self._moved
+
+    def voices(self) -> list[VoiceInfo]:
+        return self.active.voices()
+
+    def default_voice(self) -> str:
+        return self.active.default_voice()
+
+    def substitute_voice(self, name: str) -> str | None:
+        return self.active.substitute_voice(name)
+
+    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+        if not self._moved:
+            yielded = False
+            try:
+                async for chunk in self._speech.synthesize(text, voice):
+                    yielded = True
+                    yield chunk
+                return
+            except BridgeError as err:
+                if yielded or not is_model_retired(err):
+                    raise
+                self._move(err)
+        async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice)):
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._speech.aclose()
+        await self._realtime.aclose()
+
+    def _move(self, reason: BridgeError) -> None:
+        if self._moved:
+            return
+        self._moved = True
+        _LOGGER.warning(
+            "Speech model %s is retired or unknown to the service (%s); speaking through the "
+            "realtime model %s from now on",
+            self._speech_model,
+            reason.message,
+            self._realtime.model,
+        )
+
+    def _realtime_voice(self, voice: str) -> str:
+        """``voice`` if the realtime engine has it, else its substitute or default."""
+        if voice in {info.name for info in self._realtime.voices()}:
+            return voice
+        return self._realtime.substitute_voice(voice) or self._realtime.default_voice()
+
+
+def build_tts_engine(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
+    """The TTS engine ``tts.mode`` asks for.
+
+    ``auto`` gives an :class:`AutoTtsEngine` when the move is allowed
+    (``tts.realtime_fallback``, by default: the base URL is OpenAI's), else the
+    ``/v1/audio/speech`` engine alone.
+    """
+    tts = settings.tts
+    speech = OpenAISpeechEngine(client, tts, RetryPolicy(max_retries=settings.openai.max_retries))
+    if tts.mode == "speech":
+        return speech
+    realtime = RealtimeSpeechEngine(
+        client,
+        tts,
+        connect_timeout=settings.openai.connect_timeout,
+        response_timeout=settings.openai.timeout,
+    )
+    if tts.mode == "realtime":
+        return realtime
+    fallback = tts.realtime_fallback
+    if fallback is None:
+        fallback = is_openai_base_url(settings.openai.base_url)
+    if not fallback:
+        return speech
+    return AutoTtsEngine(speech, realtime, tts.model)

