@@ -255,3 +255,17 @@ async def test_a_session_the_service_ended_while_idle_is_replaced(fake: FakeOpen
 )
 def test_word_error_rate_on_normalised_words(reference: str, hypothesis: str, rate: float) -> None:
     assert word_error_rate(reference, hypothesis) == pytest.approx(rate)
+
+
+async def test_a_speech_only_voice_is_substituted_with_the_local_fallback_on_too(
+    fake: FakeOpenAI,
+) -> None:
+    """The fallback wrapper passes the substitution through: "fable" (a
+    ``/v1/audio/speech`` voice) is spoken with the default realtime voice, not refused."""
+    settings = make_settings(fake.base_url, *REALTIME, "--fallback", "local")
+    async with running_server(settings) as server:
+        assert server.port is not None
+        result = await ha_synthesize(server.port, "Four.", voice="fable")
+    assert result.error is None
+    (session,) = speech_sessions(fake)
+    assert session.spoken == ["Four."]

@@ -84,6 +84,9 @@ class FallbackTtsEngine(TtsEngine):
     def default_voice(self) -> str:
         return self.primary.default_voice()
 
+    def substitute_voice(self, name: str) -> str | None:
+        return self.primary.substitute_voice(name)
+
     async def prepare(self) -> None:
         await self.primary.prepare()
         await self.local.prepare()
