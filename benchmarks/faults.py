@@ -27,6 +27,7 @@ from tests.harness import (
     running_server,
 )
 from tests.test_stt import tone
+from wyoming_openai.stt.openai_realtime import APPEND_BATCH_MS
 
 Case = Callable[[FakeOpenAI, int], Awaitable[tuple[list[str], float, str]]]
 
@@ -50,7 +51,7 @@ async def stt(fake: FakeOpenAI, port: int, realtime: bool = True) -> tuple[list[
 
 
 async def drop_mid_utterance(fake: FakeOpenAI, port: int) -> tuple[list[str], float, str]:
-    fake.drop_after_appends = 30
+    fake.drop_after_appends = 300 // APPEND_BATCH_MS  # 0.3 s of speech
 
     async def heal() -> None:
         first = await fake.wait_for_realtime_session(1)

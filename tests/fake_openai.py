@@ -732,6 +732,12 @@ class FakeOpenAI:
     ) -> None:
         await self.stop()
 
+    async def expire_realtime_sessions(self) -> None:
+        """End every open Realtime session now, as the service does at its time limit:
+        ``error.code = session_expired``, then a 1001 close."""
+        for conn in list(self._connections):
+            await self._expire_session(conn, 0)
+
     async def wait_for_realtime_session(self, count: int = 1) -> RealtimeSessionRecord:
         """Wait until at least ``count`` Realtime connections were accepted; return the
         ``count``-th record. Wrap it in ``asyncio.timeout(...)``."""

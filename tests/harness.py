@@ -40,7 +40,9 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
     """Settings for a server on a free 127.0.0.1 port talking to ``base_url`` (not
     advertised over zeroconf: ``tests/test_discovery.py`` covers that). OpenAI's failures
     reach the client (``--fallback none``) unless ``argv`` says otherwise:
-    ``tests/test_fallback.py`` covers the local fallback."""
+    ``tests/test_fallback.py`` covers the local fallback. No warm transcription sessions
+    (``--stt-warm-sessions 0``), so each utterance's upstream session is the one it opened,
+    unless ``argv`` says otherwise: ``tests/test_warm_sessions.py`` covers them."""
     return load_settings(
         [
             "--uri",
@@ -50,6 +52,8 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
             base_url,
             "--fallback",
             "none",
+            "--stt-warm-sessions",
+            "0",
             *argv,
         ],
         {"OPENAI_API_KEY": api_key},

@@ -23,6 +23,7 @@ from tests.harness import (
     running_server,
 )
 from tests.test_stt import piper_16k, tone, use_whisper
+from wyoming_openai.stt.openai_realtime import APPEND_BATCH_MS
 
 TEXT = "Turn on the kitchen lights."
 
@@ -30,10 +31,11 @@ FAST_DEADLINES = ("--openai-connect-timeout", "0.5", "--openai-timeout", "2")
 
 
 async def test_connection_dropped_mid_utterance_is_replayed(fake: FakeOpenAI, port: int) -> None:
-    """The WebSocket drops after 30 appends (0.3 s of speech); the bridge reconnects and
-    replays the utterance from its start: the transcript is still right."""
+    """The WebSocket drops after 0.3 s of speech (appends carry APPEND_BATCH_MS each); the
+    bridge reconnects and replays the utterance from its start: the transcript is still
+    right."""
     use_whisper(fake)
-    fake.drop_after_appends = 30
+    fake.drop_after_appends = 300 // APPEND_BATCH_MS
 
     async def heal() -> None:
         first = await fake.wait_for_realtime_session(1)

@@ -160,6 +160,24 @@ class SttSettings(_Section):
         default_factory=lambda: list(WHISPER_LANGUAGES),
         description="Languages advertised to Home Assistant for the model.",
     )
+    speculative_commit: bool = Field(
+        True,
+        description=(
+            "Realtime: commit the audio as soon as a local voice-activity detector hears the "
+            "speech end (0.3 s into the silence), so the model finalizes while Home Assistant "
+            "still counts its 0.7 s of silence; false: commit at audio-stop."
+        ),
+    )
+    warm_sessions: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description=(
+            "Realtime: configured transcription sessions kept open ahead of requests (renewed "
+            "before OpenAI's 60-minute limit), so audio streams from the first chunk; 0: "
+            "connect per request."
+        ),
+    )
 
     @field_validator("language")
     @classmethod
@@ -207,10 +225,13 @@ class TtsSettings(_Section):
         ),
     )
     lookahead: int = Field(
-        2,
+        4,
         ge=1,
         le=8,
-        description="Sentences synthesized at once in a stream (the one playing included).",
+        description=(
+            "Sentences synthesized at once in a stream (the one playing included): each "
+            "complete sentence is requested at once, up to this many."
+        ),
     )
     realtime_model: str = Field(
         "gpt-realtime-2.1-mini",

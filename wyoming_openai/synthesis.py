@@ -23,7 +23,7 @@ from wyoming.tts import SynthesizeStopped
 
 from .errors import BridgeError, ErrorCode
 from .tts.base import TtsEngine
-from .tts.pipeline import SentenceSplitter, SynthesisPipeline, split_text
+from .tts.pipeline import Piece, SentenceSplitter, SynthesisPipeline, split_text
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Synthesis:
         self.streaming = streaming
         self._pipeline = SynthesisPipeline(engine, voice, lookahead)
         self._splitter = SentenceSplitter(engine.max_text_chars)
+        self._tentative: tuple[str, Piece] | None = None  # started before it was confirmed
         self._task = asyncio.create_task(self._play(), name="synthesis-writer")
 
     def _count(self, text: str) -> None:
@@ -92,22 +93,60 @@ class Synthesis:
     def add_text(self, chunk: str) -> None:
         """Streamed text (``synthesize-chunk``): each completed sentence starts at once.
 
+        A chunk that ends with what looks like a whole sentence starts it at once too,
+        before the next chunk confirms it (see :mod:`wyoming_openai.tts.pipeline`); if the
+        next chunk continues that sentence, the early start is withdrawn and the longer
+        sentence is spoken instead (or, if its audio is already playing, the rest is
+        spoken after it).
+
         Raises:
             BridgeError: ``text-too-long``; the caller then closes the synthesis.
         """
         if self._closed:
             return
         self._count(chunk)
-        for sentence in self._splitter.add(chunk):
+        sentences = self._splitter.add(chunk)
+        for sentence in self._settle(sentences, self._splitter.pending_sentence()):
             self._pipeline.add(sentence)
+        pending = self._splitter.pending_sentence()
+        if pending is not None and self._tentative is None:
+            piece = self._pipeline.add(pending)
+            if piece is not None:
+                self._tentative = (pending, piece)
 
     def finish(self) -> None:
         """End of the text (``synthesize-stop``): the rest is synthesized."""
         if self._closed:
             return
-        for sentence in self._splitter.finish():
+        for sentence in self._settle(self._splitter.finish(), None):
             self._pipeline.add(sentence)
         self._pipeline.close()
+
+    def _settle(self, sentences: list[str], pending: str | None) -> list[str]:
+        """Reconcile the sentence started early with what the text turned out to be;
+        returns the sentences still to add.
+
+        ``sentences`` are those the splitter just confirmed, ``pending`` its held-back text
+        (if it looks like a sentence).
+        """
+        if self._tentative is None:
+            return sentences
+        text, piece = self._tentative
+        if not sentences and pending == text:
+            return sentences  # nothing new yet (e.g. a chunk of whitespace)
+        self._tentative = None
+        if sentences and sentences[0] == text:
+            return sentences[1:]  # confirmed: it is already being synthesized
+        if self._pipeline.retract(piece):
+            _LOGGER.debug("Sentence started early continues: %r", text)
+            return sentences  # the longer sentence comes in its place
+        # Its audio is playing: speak only what follows it.
+        if sentences and sentences[0].startswith(text):
+            rest = sentences[0][len(text) :].strip()
+            return ([rest] if rest else []) + sentences[1:]
+        if not sentences:
+            self._splitter.drop_prefix(text)
+        return sentences
 
     def speak(self, text: str) -> None:
         """The whole text at once (plain ``synthesize``).

@@ -4,6 +4,14 @@ Sentence N+1 is requested while sentence N's audio is still being sent, so no si
 opens between sentences; at most ``lookahead`` requests run at once. Sentence
 boundaries come from ``sentence-stream``; a piece longer than the engine's input limit
 is split at sentence, then word boundaries.
+
+``sentence-stream`` confirms a sentence only when the next chunk starts another one (it
+needs the following capital letter), so the first sentence of a streamed reply would wait
+for the next text chunk. :meth:`SentenceSplitter.pending_sentence` names the text a chunk
+left that already ends like a sentence; the caller starts it at once and, if the next
+chunk continues it, withdraws it with :meth:`SynthesisPipeline.retract` (or, when its
+audio is already playing, drops its text from what follows with
+:meth:`SentenceSplitter.drop_prefix`).
 """
 
 from __future__ import annotations
@@ -11,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sentence_stream import SentenceBoundaryDetector, stream_to_sentences
+from sentence_stream.sentence_stream import ABBREVIATION_RE
+from sentence_stream.util import remove_asterisks
 
 from ..errors import BridgeError, ErrorCode
 from .base import TtsEngine
@@ -59,12 +70,45 @@ def split_text(text: str, max_chars: int) -> list[str]:
     return pieces
 
 
+_SENTENCE_END_RE = re.compile(r"(?:[.!?…]|[؟]|[।॥])+['\"\)\]\}\u2019\u201d»]*$")
+"""Text ending like a sentence: ``sentence-stream``'s enders and closers
+(``SENTENCE_END``, ``ASCII_CLOSERS``) at the very end."""
+
+
 class SentenceSplitter:
     """Streaming text (``synthesize-chunk`` deltas) -> complete sentences, in order."""
 
     def __init__(self, max_chars: int) -> None:
         self._detector = SentenceBoundaryDetector()
         self._max_chars = max_chars
+
+    def pending_sentence(self) -> str | None:
+        """The text held back for the next chunk, if it already looks like a whole
+        sentence: it ends with sentence punctuation, its last word is not one
+        ``sentence-stream`` takes for a possible abbreviation ("Dr.", "Mr."), it has no
+        markdown emphasis, and it fits one request. ``None`` otherwise.
+        """
+        raw = self._detector.current_sentence + self._detector.remaining_text
+        text = raw.strip()
+        if (
+            not text
+            or len(text) > self._max_chars
+            or not _SENTENCE_END_RE.search(text)
+            or ABBREVIATION_RE.search(text[-5:])
+            or remove_asterisks(text) != text
+        ):
+            return None
+        return text
+
+    def drop_prefix(self, text: str) -> bool:
+        """Forget ``text`` (a :meth:`pending_sentence` already spoken) from the start of
+        the held-back text; False if that text no longer starts with it."""
+        raw = (self._detector.current_sentence + self._detector.remaining_text).lstrip()
+        if not raw.startswith(text):
+            return False
+        self._detector.current_sentence = ""
+        self._detector.remaining_text = raw[len(text) :]
+        return True
 
     def add(self, chunk: str) -> list[str]:
         """Sentences completed by ``chunk``."""
@@ -79,11 +123,16 @@ class SentenceSplitter:
         return split_long(self._detector.finish(), self._max_chars)
 
 
-@dataclass
-class _Piece:
+@dataclass(eq=False)
+class Piece:
+    """One text piece of a :class:`SynthesisPipeline`; the handle ``retract`` takes."""
+
     text: str
     audio: asyncio.Queue[bytes | BridgeError | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    playing: bool = False
+    """Some of its audio has been given out."""
+    retracted: bool = False
 
 
 class SynthesisPipeline:
@@ -102,21 +151,35 @@ class SynthesisPipeline:
         self._engine = engine
         self._voice = voice
         self._slots = asyncio.Semaphore(lookahead)
-        self._order: asyncio.Queue[_Piece | None] = asyncio.Queue()
-        self._pieces: list[_Piece] = []
+        self._order: asyncio.Queue[Piece | None] = asyncio.Queue()
+        self._pieces: list[Piece] = []
         self._closed = False
 
-    def add(self, text: str) -> None:
-        """Start synthesizing ``text`` (as soon as a slot is free)."""
+    def add(self, text: str) -> Piece | None:
+        """Start synthesizing ``text`` (as soon as a slot is free); its audio plays after
+        the pieces added before. Returns its handle (None for blank text)."""
         if self._closed:
             raise RuntimeError("pipeline closed")
         text = text.strip()
         if not text:
-            return
-        piece = _Piece(text)
+            return None
+        piece = Piece(text)
         piece.task = asyncio.create_task(self._produce(piece), name="tts-piece")
         self._pieces.append(piece)
         self._order.put_nowait(piece)
+        return piece
+
+    def retract(self, piece: Piece) -> bool:
+        """Withdraw ``piece`` (its synthesis is cancelled and nothing of it is played)
+        unless some of its audio has been given out already; returns whether it was."""
+        if piece.playing:
+            return False
+        if not piece.retracted:
+            piece.retracted = True
+            if piece.task is not None:
+                piece.task.cancel()
+            piece.audio.put_nowait(None)  # a reader waiting for it moves on
+        return True
 
     def close(self) -> None:
         """No more pieces will be added."""
@@ -136,9 +199,12 @@ class SynthesisPipeline:
             BridgeError: a piece could not be synthesized.
         """
         while (piece := await self._order.get()) is not None:
-            while (item := await piece.audio.get()) is not None:
+            while not piece.retracted and (item := await piece.audio.get()) is not None:
+                if piece.retracted:
+                    break
                 if isinstance(item, BridgeError):
                     raise item
+                piece.playing = True
                 yield item
 
     async def aclose(self) -> None:
@@ -149,7 +215,7 @@ class SynthesisPipeline:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _produce(self, piece: _Piece) -> None:
+    async def _produce(self, piece: Piece) -> None:
         async with self._slots:
             try:
                 async for chunk in self._engine.synthesize(piece.text, self._voice):

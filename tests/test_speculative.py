@@ -1,0 +1,167 @@
+"""Speculative commit and batched appends, through the real server driven as Home
+Assistant drives it, with real speech (Piper) transcribed by Whisper in the fake.
+
+Home Assistant ends a command with ``audio-stop`` after 0.7 s of silence; the bridge
+commits when its own voice-activity detector hears the end of speech, inside that
+silence, so the service is already transcribing when ``audio-stop`` comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests import speech
+from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
+from tests.harness import ha_transcribe, make_settings, running_server
+from tests.test_stt import use_whisper
+from tests.utterances import COMMANDS, RATE, command, eventually, room_noise, spoken
+from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat
+from wyoming_openai.config import load_settings
+
+APPEND = "input_audio_buffer.append"
+COMMIT = "input_audio_buffer.commit"
+
+
+def client_types(session: RealtimeSessionRecord) -> list[str]:
+    return [event["type"] for event in session.client_events]
+
+
+def upstream_bytes(seconds: float) -> int:
+    """Bytes of ``seconds`` of audio as sent upstream (24 kHz s16le mono)."""
+    return PCM_24K_MONO.bytes_for_ms(seconds * 1000)
+
+
+def same_words(transcript: str | None, *texts: str) -> bool:
+    return speech.normalize_text(transcript or "") == speech.normalize_text(" ".join(texts))
+
+
+async def test_the_end_of_speech_is_committed_before_audio_stop(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """Speech, then Home Assistant's 0.7 s of room noise: the commit comes while the room
+    noise is still streaming, holds all the speech, and its transcript is the answer (no
+    second commit of the noise at audio-stop)."""
+    use_whisper(fake)
+    text = COMMANDS[0]
+    result = await ha_transcribe(port, command(text, lead_seconds=0.2))
+
+    assert result.error is None
+    assert same_words(result.transcript, text)
+    (session,) = fake.realtime_sessions
+    (commit,) = session.commits
+    types = client_types(session)
+    assert APPEND in types[types.index(COMMIT) + 1 :]  # audio went on: audio-stop came later
+    speech_end = upstream_bytes(0.2) + upstream_bytes(len(spoken(text)) / 2 / RATE)
+    assert speech_end < len(commit) < len(session.audio) - upstream_bytes(0.2)
+    assert bytes(session.audio).startswith(commit)
+
+
+async def test_speech_that_resumes_after_a_pause_gives_the_joined_transcript(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """A pause long enough to commit, then more speech: two items, joined in order."""
+    use_whisper(fake)
+    first, second = COMMANDS[0], COMMANDS[2]
+    result = await ha_transcribe(port, command(first, 0.6, second))
+
+    assert same_words(result.transcript, first, second)
+    (session,) = fake.realtime_sessions
+    assert len(session.commits) == 2  # one per end of speech, none at audio-stop
+    assert all(same_words(t, s) for t, s in zip(session.transcripts, (first, second), strict=True))
+    chunks = [e.data["text"] for e in result.events if e.type == "transcript-chunk"]
+    assert "".join(chunks) == result.transcript  # deltas add up to the joined transcript
+
+
+async def test_speech_going_on_at_audio_stop_is_committed_then(fake: FakeOpenAI, port: int) -> None:
+    """Speech resumes after a commit and is still going when audio-stop comes (no trailing
+    silence): what is left is committed at audio-stop and joined after the first item."""
+    use_whisper(fake)
+    first, second = COMMANDS[1], COMMANDS[2]
+    result = await ha_transcribe(port, command(first, 0.6, second, tail_seconds=0.0))
+
+    assert same_words(result.transcript, first, second)
+    (session,) = fake.realtime_sessions
+    assert len(session.commits) == 2
+    assert client_types(session)[-1] == COMMIT  # the last commit came after all the audio
+    assert b"".join(session.commits) == bytes(session.audio)
+
+
+async def test_speculative_commit_can_be_turned_off(fake: FakeOpenAI) -> None:
+    use_whisper(fake)
+    settings = load_settings(
+        ["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--fallback", "none"],
+        {
+            "OPENAI_API_KEY": "sk-test-fake-key-0123456789",
+            "OPENAI_BASE_URL": fake.base_url,
+            "WYOMING_OPENAI_STT_SPECULATIVE_COMMIT": "false",
+            "WYOMING_OPENAI_STT_WARM_SESSIONS": "0",
+        },
+    )
+    assert settings.stt.speculative_commit is False
+    text = COMMANDS[1]
+    async with running_server(settings) as server:
+        assert server.port is not None
+        result = await ha_transcribe(server.port, command(text, 0.6, text))
+    assert same_words(result.transcript, text, text)
+    (session,) = fake.realtime_sessions
+    (commit,) = session.commits  # one commit, at audio-stop, of everything
+    assert client_types(session)[-1] == COMMIT
+    assert commit == bytes(session.audio)
+
+
+async def test_a_replay_after_a_speculative_commit_commits_the_whole_utterance(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """The connection drops after the speculative commit (during the trailing noise): the
+    new session gets the whole utterance, committed once at audio-stop."""
+    use_whisper(fake)
+    text = COMMANDS[0]
+
+    async def drop_after_the_commit() -> None:
+        first = await fake.wait_for_realtime_session(1)
+        await eventually(lambda: first.commits)
+        fake.drop_after_appends = first.append_count + 2
+        await first.closed.wait()
+        fake.drop_after_appends = None
+
+    dropper = asyncio.create_task(drop_after_the_commit())
+    result = await ha_transcribe(port, command(text), realtime=True)
+    await asyncio.wait_for(dropper, 5)
+
+    assert same_words(result.transcript, text)
+    first, second = fake.realtime_sessions[:2]
+    assert len(first.commits) == 1  # the speculative one, before the drop
+    (commit,) = second.commits
+    assert commit == bytes(second.audio)
+    assert len(commit) >= len(first.audio)
+
+
+async def test_audio_goes_up_in_batches_and_arrives_intact(fake: FakeOpenAI, port: int) -> None:
+    """10 ms chunks in real time become appends of tens of milliseconds; every byte
+    arrives in order, the last batch right before the commit."""
+    use_whisper(fake)
+    text = COMMANDS[8]
+    pcm = room_noise(0.1) + spoken(text)  # speech up to audio-stop: one commit at the end
+    result = await ha_transcribe(port, pcm, realtime=True)
+
+    assert same_words(result.transcript, text)
+    converter = AudioConverter(AudioFormat(RATE, 2, 1), PCM_24K_MONO)
+    (session,) = fake.realtime_sessions
+    assert bytes(session.audio) == converter.convert(pcm) + converter.flush()
+    chunks = len(pcm) // 320
+    assert session.append_count <= chunks // 3
+    assert client_types(session)[-2:] == [APPEND, COMMIT]
+
+
+async def test_speculative_commit_with_the_default_settings(fake: FakeOpenAI) -> None:
+    """The defaults (speculative commit, one warm session) work together."""
+    use_whisper(fake)
+    settings = make_settings(fake.base_url, "--stt-warm-sessions", "1")
+    text = COMMANDS[5]
+    async with running_server(settings) as server:
+        assert server.port is not None
+        await fake.wait_for_realtime_session(1)
+        result = await ha_transcribe(server.port, command(text))
+    assert same_words(result.transcript, text)
+    used = [s for s in fake.realtime_sessions if s.commits]
+    assert len(used) == 1 and len(used[0].commits) == 1

@@ -1,0 +1,119 @@
+"""Streamed synthesis starts a sentence as soon as a text chunk completes it, and takes it
+back correctly when the next chunk turns out to continue it (real server, fake OpenAI)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from tests.fake_openai import FakeOpenAI, default_synthesizer
+from tests.harness import TtsResult, _read_tts
+from tests.utterances import eventually
+
+
+def spoken(*sentences: str) -> bytes:
+    """What the fake says for these sentences, one request each, in order."""
+    return b"".join(default_synthesizer(sentence, "alloy") for sentence in sentences)
+
+
+@contextlib.asynccontextmanager
+async def stream(port: int) -> AsyncIterator[tuple[AsyncTcpClient, TtsResult, asyncio.Task[None]]]:
+    """A streamed synthesis in Home Assistant's order; the caller sends the chunks and
+    ``synthesize-stop``, then awaits the reader (until ``synthesize-stopped``)."""
+    result = TtsResult()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        reader = asyncio.create_task(_read_tts(client, result, "synthesize-stopped"))
+        try:
+            await client.write_event(SynthesizeStart().event())
+            yield client, result, reader
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+
+async def requested(fake: FakeOpenAI, text: str) -> None:
+    """Wait until the fake has a speech request for ``text``."""
+    await eventually(lambda: any(r.get("input") == text for r in fake.speech_requests))
+
+
+async def test_a_chunk_ending_a_sentence_starts_it_without_waiting_for_more_text(
+    fake: FakeOpenAI, port: int
+) -> None:
+    async with stream(port) as (client, result, reader):
+        await client.write_event(SynthesizeChunk(text="The front door is locked.").event())
+        await requested(fake, "The front door is locked.")  # before any more text came
+        await client.write_event(SynthesizeChunk(text=" The lights are off.").event())
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, 10)
+    assert result.audio == spoken("The front door is locked.", "The lights are off.")
+    assert [r["input"] for r in fake.speech_requests] == [
+        "The front door is locked.",
+        "The lights are off.",
+    ]
+
+
+async def test_a_sentence_started_early_is_withdrawn_when_the_text_goes_on(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """ "It is 3." looks finished until "5 degrees" follows: the early request is cancelled
+    before any of its audio plays, and the whole sentence is spoken once."""
+    fake.tts_first_byte_delay = 0.5
+    async with stream(port) as (client, result, reader):
+        await client.write_event(SynthesizeChunk(text="It is 3.").event())
+        await requested(fake, "It is 3.")
+        await client.write_event(SynthesizeChunk(text="5 degrees outside.").event())
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, 10)
+    assert result.audio == spoken("It is 3.5 degrees outside.")
+    assert result.types[-1] == "synthesize-stopped"
+    assert [r["input"] for r in fake.speech_requests] == ["It is 3.", "It is 3.5 degrees outside."]
+    assert not any(s.completed for s in fake.speech_streams if s.request["input"] == "It is 3.")
+
+
+async def test_a_sentence_already_playing_is_followed_by_the_rest_of_the_text(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """The early sentence is already being heard when the text goes on: nothing is said
+    twice, nothing is lost."""
+    async with stream(port) as (client, result, reader):
+        await client.write_event(SynthesizeChunk(text="It is 3.").event())
+        await eventually(lambda: result.first_audio_at is not None)
+        await client.write_event(SynthesizeChunk(text="5 degrees outside.").event())
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, 10)
+    assert result.audio == spoken("It is 3.", "5 degrees outside.")
+
+
+async def test_abbreviations_and_unfinished_text_are_not_started_early(
+    fake: FakeOpenAI, port: int
+) -> None:
+    async with stream(port) as (client, result, reader):
+        for chunk in ("Call Dr.", " Smith", " now. Then", " rest."):
+            await client.write_event(SynthesizeChunk(text=chunk).event())
+            await asyncio.sleep(0.05)  # time enough for an early start to show
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, 10)
+    assert [r["input"] for r in fake.speech_requests] == ["Call Dr. Smith now.", "Then rest."]
+    assert result.audio == spoken("Call Dr. Smith now.", "Then rest.")
+
+
+async def test_every_complete_sentence_is_requested_at_once(fake: FakeOpenAI, port: int) -> None:
+    """A reply of four sentences in one chunk: all four requests are under way before the
+    first one's audio has finished arriving (the fake speaks slowly)."""
+    fake.tts_first_byte_delay = 0.3
+    fake.tts_chunk_bytes = 4800
+    fake.tts_chunk_interval = 0.1  # 48,000 bytes/s: real time for 24 kHz s16
+    sentences = ["One two three.", "Four five six.", "Seven eight.", "Nine ten."]
+    async with stream(port) as (client, result, reader):
+        await client.write_event(SynthesizeChunk(text=" ".join(sentences)).event())
+        await requested(fake, sentences[-1])
+        first = fake.speech_streams[0]
+        assert not first.completed  # the first is still speaking
+        await client.write_event(SynthesizeStop().event())
+        await asyncio.wait_for(reader, 20)
+    assert result.audio == spoken(*sentences)

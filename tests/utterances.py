@@ -1,0 +1,102 @@
+"""Home Assistant-realistic utterances: real speech, pauses and trailing room noise.
+
+Home Assistant streams the microphone until its voice detector has heard 0.7 s of
+silence (``silence_seconds``; ``shared/notes/home-assistant.md``), so a command ends with
+0.7 s of the room, never digital zero. The room here is quiet pink noise with a little
+mains hum, by default at -50 dBFS (RMS), seeded so every run sends the same bytes.
+
+All audio is 16 kHz s16le mono bytes (what Home Assistant sends), lengths in bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+
+from tests import speech
+from wyoming_openai.audio import AudioConverter, AudioFormat
+
+RATE = 16000
+"""Hz of every utterance here."""
+
+HA_SILENCE_SECONDS = 0.7
+"""Home Assistant's default silence before ``audio-stop``."""
+
+ROOM_DBFS = -50.0
+"""Room noise level, dB relative to full scale (RMS)."""
+
+COMMANDS = [
+    "Turn on the kitchen lights.",
+    "What is the weather like tomorrow?",
+    "Lock the front door and close the garage.",
+    "Start the robot vacuum in the hallway.",
+    "Play some jazz in the living room.",
+    "Is the back door locked?",
+    "Turn off the lights in the kitchen, the hallway, and the bedroom.",
+    "Remind me to water the plants this evening.",
+    "Dim the bedroom lights.",
+    "Open the blinds in the office.",
+]
+"""The real-speech corpus (spoken by Piper, transcribed by Whisper in the fake)."""
+
+_speech_cache: dict[str, bytes] = {}
+
+
+def room_noise(seconds: float, seed: int = 0, dbfs: float = ROOM_DBFS) -> bytes:
+    """``seconds`` of quiet room noise: pink noise plus 50 Hz hum at ``dbfs`` RMS."""
+    count = int(seconds * RATE)
+    if count == 0:
+        return b""
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(count))
+    freqs = np.fft.rfftfreq(count, 1 / RATE)
+    freqs[0] = 1.0
+    pink = np.fft.irfft(spectrum / np.sqrt(freqs), count)
+    pink /= np.sqrt(np.mean(pink**2)) or 1.0
+    hum = 0.3 * np.sqrt(2) * np.sin(2 * np.pi * 50 * np.arange(count) / RATE)
+    signal = (pink + hum) * 10 ** (dbfs / 20) * 32768
+    return np.clip(np.round(signal), -32768, 32767).astype("<i2").tobytes()
+
+
+def spoken(text: str) -> bytes:
+    """Piper speech of ``text`` at 16 kHz s16le mono (cached per process)."""
+    if text not in _speech_cache:
+        pcm, rate = speech.synthesize_speech(text)
+        converter = AudioConverter(AudioFormat(rate, 2, 1), AudioFormat(RATE, 2, 1))
+        _speech_cache[text] = converter.convert(pcm) + converter.flush()
+    return _speech_cache[text]
+
+
+def command(
+    *parts: str | float,
+    lead_seconds: float = 0.2,
+    tail_seconds: float = HA_SILENCE_SECONDS,
+    seed: int = 0,
+) -> bytes:
+    """An utterance as Home Assistant streams it: room noise, then ``parts`` (text is
+    spoken, a number is that many seconds of room noise), then ``tail_seconds`` of room
+    noise (the silence Home Assistant waits for before ``audio-stop``)."""
+    pieces = [room_noise(lead_seconds, seed)]
+    for index, part in enumerate(parts):
+        if isinstance(part, str):
+            pieces.append(spoken(part))
+        else:
+            pieces.append(room_noise(part, seed + 100 + index))
+    pieces.append(room_noise(tail_seconds, seed + 1))
+    return b"".join(pieces)
+
+
+async def eventually(predicate: Callable[[], object], seconds: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true (records the fake fills in as events arrive).
+
+    Raises:
+        TimeoutError: not within ``seconds``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.005)
