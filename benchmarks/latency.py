@@ -1,96 +1,536 @@
-"""Latency benchmark: the real server against the fake OpenAI server on 127.0.0.1.
+"""Latency, CPU and memory of the real server against the fake OpenAI server.
 
-Reports, over many runs (median and p95, milliseconds):
+The server runs in its own process (``python -m wyoming_openai``, as deployed, without the
+local engines: ``--fallback none``), so its CPU time and memory are its own; the fake
+OpenAI server (``tests/fake_openai.py``) and the Home Assistant-like clients run here, on
+127.0.0.1. Audio is HA-realistic: Piper speech from ``tests/speech.py`` preceded by 0.2 s
+and followed by 0.7 s of quiet room noise (-50 dBFS pink noise and hum, not digital zero:
+Home Assistant's default silence before ``audio-stop``), in 10 ms chunks paced in real
+time. Rows (median and p95 over the runs, milliseconds unless stated):
 
-- STT ``audio-stop`` -> ``transcript`` (what the user waits for after they stop), and the
-  bridge's own share of it (minus the fake's fixed finalize delay);
-- TTS request -> first ``audio-chunk``, and the bridge's share (minus the fake's fixed
-  first-byte delay).
+- STT ``audio-stop`` -> ``transcript`` (what the user waits for after the silence) with a
+  backend that finalizes in 150 ms and in 450 ms after a commit, with speculative commit
+  on (the default) and off; the bridge's own share of it (the time outside the fake: from
+  ``audio-stop`` to a commit sent after it, and from the fake's last
+  ``...completed`` -- or ``audio-stop`` if later -- to the client's ``transcript``);
+- ``audio-start`` -> first audio at the fake, for 16 kHz clients (includes the resampler's
+  filter delay, about 40 ms of audio before its first output) and 24 kHz clients (no
+  resampling: what the session itself adds);
+- WER of the real-speech corpus (``tests.utterances.COMMANDS``, transcribed by Whisper
+  tiny.en in the fake), speculative commit vs commit at ``audio-stop``;
+- TTS added time to first audio: request (plain ``synthesize``) or the chunk completing
+  the first sentence (streamed, words every 30 ms as an LLM sends them) -> first
+  ``audio-chunk``, minus the fake's first-byte time for that request; the largest playback
+  gap of a 4-sentence streamed reply when the client plays in real time from its first
+  chunk, the fake at a slow pace (first byte 400 ms, generation at real time);
+- 1, 10 and 50 simultaneous STT clients: wait, bridge share, server CPU milliseconds per
+  second of audio (0.5 % of a core = 5 ms/s), peak RSS;
+- start-up (process start -> first ``describe`` answered) and idle RSS.
 
-Run: ``script/bench`` (arguments pass through; ``--help`` lists them).
+Run: ``script/bench`` (``--help`` for options). ``--server-root DIR`` runs the server from
+another checkout (e.g. an older commit) to compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import socket
 import statistics
+import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-import numpy as np
+import jiwer  # noqa: E402
+import numpy as np  # noqa: E402
+from wyoming.asr import Transcribe, Transcript  # noqa: E402
+from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
+from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.info import Describe, Info  # noqa: E402
+from wyoming.tts import (  # noqa: E402
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+)
 
-from tests.fake_openai import FakeOpenAI
-from tests.harness import ha_synthesize, ha_transcribe, make_settings, running_server
+from tests import speech  # noqa: E402
+from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
+from tests.utterances import COMMANDS, command  # noqa: E402
+from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat  # noqa: E402
+
+CHUNK_MS = 10
+TTS_FIRST_BYTE = 0.4  # s
+TTS_REALTIME_BYTES = 4800  # per 0.1 s: 48,000 bytes/s, real time at 24 kHz s16
+REPLY = [
+    "The front door is locked and the alarm is on.",
+    "The kitchen lights are off.",
+    "It is twenty one degrees inside.",
+    "Tomorrow will be sunny.",
+]
+WORD_INTERVAL = 0.03  # s between streamed words (about what an LLM sends)
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+# ------------------------------------------------------------------------------ helpers
 
 
-def row(name: str, values_ms: list[float]) -> str:
-    return (
-        f"{name:<44} {statistics.median(values_ms):>9.1f} {percentile(values_ms, 95):>9.1f}"
-        f" {min(values_ms):>9.1f} {max(values_ms):>9.1f}"
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+@dataclass
+class Table:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def add(self, name: str, values: Sequence[float], unit: str = "ms") -> None:
+        if not values:
+            self.rows.append((name, "-", "-", unit))
+            return
+        self.rows.append(
+            (name, f"{statistics.median(values):.1f}", f"{pct(values, 95):.1f}", unit)
+        )
+
+    def one(self, name: str, value: float, unit: str) -> None:
+        self.rows.append((name, f"{value:.1f}", "", unit))
+
+    def print(self) -> None:
+        width = max(len(r[0]) for r in self.rows) + 2
+        print(f"{'measurement':<{width}} {'median':>9} {'p95':>9}  unit")
+        for name, median, p95, unit in self.rows:
+            print(f"{name:<{width}} {median:>9} {p95:>9}  {unit}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m wyoming_openai`` from ``root`` in a child process."""
+
+    def __init__(self, root: Path, base_url: str, args: Sequence[str], env: dict[str, str]):
+        self.port = free_port()
+        command_line = [
+            sys.executable,
+            "-m",
+            "wyoming_openai",
+            "--uri",
+            f"tcp://127.0.0.1:{self.port}",
+            "--no-zeroconf",
+            "--fallback",
+            "none",
+            "--openai-base-url",
+            base_url,
+            "--log-level",
+            "WARNING",
+            *args,
+        ]
+        full_env = {**os.environ, "OPENAI_API_KEY": DEFAULT_API_KEY, **env}
+        full_env["PYTHONPATH"] = str(root)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(command_line, cwd=root, env=full_env)
+        self.startup = float("nan")
+
+    async def wait_ready(self) -> float:
+        """Seconds from process start to the first answered ``describe``."""
+        while True:
+            try:
+                async with AsyncTcpClient("127.0.0.1", self.port) as client:
+                    await client.write_event(Describe().event())
+                    while True:
+                        event = await asyncio.wait_for(client.read_event(), 10)
+                        if event is None or Info.is_type(event.type):
+                            break
+                self.startup = time.monotonic() - self.started
+                return self.startup
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("server exited during start-up") from None
+                await asyncio.sleep(0.005)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self, key: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def stop(self) -> None:
+        self.proc.terminate()
+        await asyncio.to_thread(self.proc.wait, 10)
+
+
+# ------------------------------------------------------------------------------ clients
+
+
+@dataclass
+class SttRun:
+    audio_start_at: float = 0.0
+    audio_stop_at: float = 0.0
+    transcript_at: float = 0.0
+    text: str = ""
+
+
+async def ha_transcribe(
+    port: int,
+    pcm: bytes,
+    *,
+    rate: int = 16000,
+    realtime: bool = True,
+    names: list[str] | None = None,
+) -> SttRun:
+    """Home Assistant's STT order, timestamped: ``transcribe``, ``audio-start``, 10 ms
+    chunks (paced in real time), ``audio-stop``; reads concurrently until ``transcript``."""
+    run = SttRun()
+    size = rate * CHUNK_MS // 1000 * 2
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+
+        async def read() -> None:
+            while True:
+                event = await client.read_event()
+                if event is None:
+                    raise RuntimeError("connection closed before the transcript")
+                if Transcript.is_type(event.type):
+                    run.transcript_at = time.monotonic()
+                    run.text = Transcript.from_event(event).text
+                    return
+                if event.type == "error":
+                    raise RuntimeError(f"error: {event.data}")
+
+        reader = asyncio.create_task(read())
+        await client.write_event(Transcribe(language="en", transcript_names=names).event())
+        run.audio_start_at = time.monotonic()
+        await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+        for index, start in enumerate(range(0, len(pcm), size)):
+            chunk = AudioChunk(rate=rate, width=2, channels=1, audio=pcm[start : start + size])
+            await client.write_event(chunk.event())
+            if realtime:
+                delay = run.audio_start_at + (index + 1) * CHUNK_MS / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        run.audio_stop_at = time.monotonic()
+        await client.write_event(AudioStop().event())
+        await asyncio.wait_for(reader, 30)
+    return run
+
+
+def used_session(
+    fake: FakeOpenAI, run: SttRun, name: str | None = None
+) -> RealtimeSessionRecord | None:
+    """The upstream session that transcribed ``run`` (the one tagged ``name``, if given)."""
+    for session in reversed(fake.realtime_sessions):
+        if not session.commits or session.first_audio_at is None:
+            continue
+        if name is not None:
+            config = session.session_config or {}
+            keywords = config.get("audio", {}).get("input", {}).get("transcription", {})
+            if name in (keywords.get("keywords") or []):
+                return session
+        elif session.first_audio_at >= run.audio_start_at:
+            return session
+    return None
+
+
+def bridge_share(run: SttRun, session: RealtimeSessionRecord) -> float:
+    """Seconds of ``audio-stop`` -> ``transcript`` spent outside the fake."""
+    forward = max(0.0, session.commit_times[-1] - run.audio_stop_at)
+    done = session.completed_times[-1] if session.completed_times else run.audio_stop_at
+    return forward + (run.transcript_at - max(run.audio_stop_at, done))
+
+
+@dataclass
+class TtsRun:
+    started_at: float = 0.0
+    first_sentence_at: float = 0.0
+    first_audio_at: float | None = None
+    chunks: list[tuple[float, int]] = field(default_factory=list)  # (arrival, bytes)
+
+    def largest_gap(self) -> float:
+        """Longest silence (s) while playing in real time from the first chunk."""
+        if not self.chunks:
+            return float("nan")
+        play_end = self.chunks[0][0]
+        gap = 0.0
+        for arrival, size in self.chunks:
+            start = max(play_end, arrival)
+            gap = max(gap, start - play_end)
+            play_end = start + PCM_24K_MONO.duration_ms(size) / 1000
+        return gap
+
+
+async def read_tts(client: AsyncTcpClient, run: TtsRun, until: str) -> None:
+    while True:
+        event = await asyncio.wait_for(client.read_event(), 30)
+        if event is None:
+            raise RuntimeError("connection closed during synthesis")
+        if event.type == "error":
+            raise RuntimeError(f"error: {event.data}")
+        if AudioChunk.is_type(event.type):
+            now = time.monotonic()
+            run.first_audio_at = run.first_audio_at or now
+            run.chunks.append((now, len(event.payload or b"")))
+        if event.type == until:
+            return
+
+
+async def tts_plain(port: int, text: str) -> TtsRun:
+    run = TtsRun()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        run.started_at = run.first_sentence_at = time.monotonic()
+        await client.write_event(Synthesize(text=text).event())
+        await read_tts(client, run, AudioStop().event().type)
+    return run
+
+
+async def tts_stream(port: int, sentences: list[str]) -> TtsRun:
+    """Streamed as an LLM sends it: one ``synthesize-chunk`` per word, 30 ms apart."""
+    words = " ".join(sentences).split(" ")
+    deltas = [words[0]] + [" " + word for word in words[1:]]
+    first_end = len(sentences[0].split(" ")) - 1
+    run = TtsRun()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        reader = asyncio.create_task(read_tts(client, run, SynthesizeStopped().event().type))
+        run.started_at = time.monotonic()
+        await client.write_event(SynthesizeStart().event())
+        for index, delta in enumerate(deltas):
+            await client.write_event(SynthesizeChunk(text=delta).event())
+            if index == first_end:
+                run.first_sentence_at = time.monotonic()
+            await asyncio.sleep(WORD_INTERVAL)
+        await client.write_event(Synthesize(text="".join(deltas)).event())
+        await client.write_event(SynthesizeStop().event())
+        await reader
+    return run
+
+
+def first_byte_time(fake: FakeOpenAI, text: str, after: float) -> float:
+    """The fake's time from receiving the request for ``text`` to its first byte (s)."""
+    for record in fake.speech_streams:
+        if record.request.get("input") == text and record.started_at >= after:
+            if record.first_byte_at is not None:
+                return record.first_byte_at - record.started_at
+    return float("nan")
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def to_24k(pcm16k: bytes) -> bytes:
+    converter = AudioConverter(AudioFormat(16000, 2, 1), PCM_24K_MONO)
+    return converter.convert(pcm16k) + converter.flush()
+
+
+async def stt_latency(
+    table: Table, fake: FakeOpenAI, port: int, label: str, runs: int, first_audio: bool
+) -> None:
+    waits, shares, starts = [], [], []
+    for index in range(runs):
+        pcm = command(COMMANDS[index % len(COMMANDS)], seed=index)
+        run = await ha_transcribe(port, pcm)
+        session = used_session(fake, run)
+        waits.append((run.transcript_at - run.audio_stop_at) * 1000)
+        if session is not None:
+            shares.append(bridge_share(run, session) * 1000)
+            if session.first_audio_at is not None:
+                starts.append((session.first_audio_at - run.audio_start_at) * 1000)
+        await asyncio.sleep(0.05)  # the spare session is replaced
+    table.add(f"STT audio-stop -> transcript ({label})", waits)
+    table.add("  bridge's own share", shares)
+    if first_audio:
+        table.add("STT audio-start -> first audio at fake (16 kHz)", starts)
+
+
+async def stt_first_audio_24k(table: Table, fake: FakeOpenAI, port: int, runs: int) -> None:
+    starts = []
+    for index in range(runs):
+        pcm = to_24k(command(COMMANDS[index % len(COMMANDS)], seed=index))
+        run = await ha_transcribe(port, pcm, rate=24000)
+        session = used_session(fake, run)
+        if session is not None and session.first_audio_at is not None:
+            starts.append((session.first_audio_at - run.audio_start_at) * 1000)
+        await asyncio.sleep(0.05)
+    table.add("STT audio-start -> first audio at fake (24 kHz)", starts)
+
+
+async def wer(fake: FakeOpenAI, port: int) -> float:
+    """Word error rate (%) of the corpus, Whisper in the fake."""
+    saved = fake.transcriber, fake.finalize_delay
+    fake.transcriber = speech.whisper_transcriber
+    fake.finalize_delay = 0.0
+    references, hypotheses = [], []
+    try:
+        for index, text in enumerate(COMMANDS):
+            run = await ha_transcribe(port, command(text, seed=index), realtime=False)
+            references.append(speech.normalize_text(text))
+            hypotheses.append(speech.normalize_text(run.text) or "<empty>")
+    finally:
+        fake.transcriber, fake.finalize_delay = saved
+    return 100 * float(jiwer.wer(references, hypotheses))
+
+
+async def tts(table: Table, fake: FakeOpenAI, port: int, runs: int) -> None:
+    fake.tts_first_byte_delay = TTS_FIRST_BYTE
+    fake.tts_chunk_bytes = TTS_REALTIME_BYTES
+    fake.tts_chunk_interval = 0.1
+    plain, streamed, gaps = [], [], []
+    for _ in range(runs):
+        run = await tts_plain(port, REPLY[1])
+        assert run.first_audio_at is not None
+        upstream = first_byte_time(fake, REPLY[1], run.started_at)
+        plain.append((run.first_audio_at - run.started_at - upstream) * 1000)
+    for _ in range(max(3, runs // 2)):
+        run = await tts_stream(port, REPLY)
+        assert run.first_audio_at is not None
+        upstream = first_byte_time(fake, REPLY[0], run.started_at)
+        streamed.append((run.first_audio_at - run.first_sentence_at - upstream) * 1000)
+        gaps.append(run.largest_gap() * 1000)
+    table.add("TTS synthesize -> first audio, minus fake's first byte", plain)
+    table.add("TTS first sentence streamed -> first audio, minus first byte", streamed)
+    table.add("TTS largest playback gap, 4 sentences, slow backend", gaps)
+
+
+async def scaling(table: Table, fake: FakeOpenAI, server: ServerProcess, clients: int) -> None:
+    names = [f"client{i}" for i in range(clients)]
+    audio = [command(COMMANDS[i % len(COMMANDS)], seed=i) for i in range(clients)]
+    seconds = sum(len(pcm) for pcm in audio) / 32000
+    peak = server.rss_mb()
+    cpu_before = server.cpu()
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, server.rss_mb())
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    runs = await asyncio.gather(
+        *(ha_transcribe(server.port, pcm, names=[name]) for pcm, name in zip(audio, names))
     )
+    sampling = False
+    await sampler
+    cpu = server.cpu() - cpu_before
+    waits, shares = [], []
+    for run, name in zip(runs, names, strict=True):
+        waits.append((run.transcript_at - run.audio_stop_at) * 1000)
+        session = used_session(fake, run, name)
+        if session is not None:
+            shares.append(bridge_share(run, session) * 1000)
+    table.add(f"{clients:>2} clients: audio-stop -> transcript (150 ms)", waits)
+    table.add(f"{clients:>2} clients: bridge's own share", shares)
+    table.one(f"{clients:>2} clients: server CPU per second of audio", cpu / seconds * 1000, "ms/s")
+    table.one(f"{clients:>2} clients: server peak RSS", peak, "MB")
+    await asyncio.sleep(0.3)
 
 
-def speech_like(seconds: float, rate: int = 16000) -> bytes:
-    """Noise-modulated tones standing in for speech (the fake's transcriber ignores it)."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * rate)) / rate
-    signal = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
-    signal += 0.01 * rng.standard_normal(len(t))
-    return (signal * 32767 * 0.5).astype("<i2").tobytes()
+# ------------------------------------------------------------------------------ main
+
+
+async def with_server(
+    fake: FakeOpenAI,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    body: Callable[[ServerProcess], Awaitable[None]],
+) -> ServerProcess:
+    server = ServerProcess(Path(args.server_root), fake.base_url, args.server_args.split(), env)
+    try:
+        await server.wait_ready()
+        await body(server)
+    finally:
+        await server.stop()
+    return server
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="runs per measurement")
-    parser.add_argument("--finalize-ms", type=float, default=200, help="fake finalize delay")
-    parser.add_argument("--tts-first-byte-ms", type=float, default=150, help="fake TTS delay")
-    parser.add_argument("--speech-seconds", type=float, default=1.5, help="utterance length")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="runs per latency row")
     parser.add_argument(
-        "--realtime", action="store_true", help="pace audio in real time (slower, realistic)"
+        "--server-root", default=str(ROOT), help="checkout to run the server from"
+    )
+    parser.add_argument(
+        "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale"
     )
     args = parser.parse_args()
-
-    fake = FakeOpenAI(
-        finalize_delay=args.finalize_ms / 1000, tts_first_byte_delay=args.tts_first_byte_ms / 1000
-    )
+    skip = set(filter(None, args.skip.split(",")))
+    table = Table()
+    startups: list[float] = []
+    idle: list[float] = []
+    wers: dict[str, float] = {}
+    fake = FakeOpenAI(finalize_delay=0.15)
     await fake.start()
     try:
-        async with running_server(make_settings(fake.base_url)) as server:
-            assert server.port is not None
-            port = server.port
-            audio = speech_like(args.speech_seconds)
-            stt_ms: list[float] = []
-            for _ in range(args.runs):
-                result = await ha_transcribe(port, audio, realtime=args.realtime)
-                assert result.transcript_at is not None, result.types
-                stt_ms.append((result.transcript_at - result.audio_stop_at) * 1000)
-            tts_ms: list[float] = []
-            for _ in range(args.runs):
-                tts = await ha_synthesize(port, "The front door is locked.")
-                assert tts.first_audio_at is not None, tts.types
-                tts_ms.append((tts.first_audio_at - tts.started_at) * 1000)
+
+        async def speculative(server: ServerProcess) -> None:
+            await asyncio.sleep(1.0)  # warm session opened, start-up settled
+            idle.append(server.rss_mb())
+            if "stt" not in skip:
+                fake.finalize_delay = 0.15
+                await stt_latency(table, fake, server.port, "150 ms, speculative", args.runs, True)
+                await stt_first_audio_24k(table, fake, server.port, max(5, args.runs // 2))
+                fake.finalize_delay = 0.45
+                await stt_latency(table, fake, server.port, "450 ms, speculative", args.runs, False)
+            if "wer" not in skip:
+                wers["speculative commit"] = await wer(fake, server.port)
+            if "tts" not in skip:
+                await tts(table, fake, server.port, args.runs)
+            if "scale" not in skip:
+                fake.finalize_delay = 0.15
+                for clients in (1, 10, 50):
+                    await scaling(table, fake, server, clients)
+
+        async def at_stop(server: ServerProcess) -> None:
+            await asyncio.sleep(0.5)
+            if "stt" not in skip:
+                fake.finalize_delay = 0.15
+                await stt_latency(table, fake, server.port, "150 ms, at stop", args.runs, False)
+                fake.finalize_delay = 0.45
+                await stt_latency(table, fake, server.port, "450 ms, at stop", args.runs, False)
+            if "wer" not in skip:
+                wers["commit at audio-stop"] = await wer(fake, server.port)
+
+        first = await with_server(fake, args, {}, speculative)
+        startups.append(first.startup)
+        off = {"WYOMING_OPENAI_STT_SPECULATIVE_COMMIT": "false"}
+        second = await with_server(fake, args, off, at_stop)
+        startups.append(second.startup)
+        for _ in range(3):
+            startups.append((await with_server(fake, args, {}, _nothing)).startup)
     finally:
         await fake.stop()
 
+    for name, value in wers.items():
+        table.one(f"WER of {len(COMMANDS)} spoken commands, {name}", value, "%")
+    table.add("start-up: process start -> first describe answered", [s * 1000 for s in startups])
+    table.one("RSS idle (after start-up, one warm session)", statistics.median(idle), "MB")
     print(
-        f"runs={args.runs} finalize={args.finalize_ms:.0f} ms "
-        f"tts_first_byte={args.tts_first_byte_ms:.0f} ms realtime={args.realtime}"
+        f"runs={args.runs}; server from {args.server_root} {args.server_args}; "
+        f"TTS first byte {TTS_FIRST_BYTE * 1000:.0f} ms, generation at real time"
     )
-    print(f"{'measurement (ms)':<44} {'median':>9} {'p95':>9} {'min':>9} {'max':>9}")
-    print(row("STT audio-stop -> transcript", stt_ms))
-    print(row("  bridge share (minus finalize delay)", [v - args.finalize_ms for v in stt_ms]))
-    print(row("TTS synthesize -> first audio-chunk", tts_ms))
-    print(
-        row("  bridge share (minus first-byte delay)", [v - args.tts_first_byte_ms for v in tts_ms])
-    )
+    table.print()
+
+
+async def _nothing(server: ServerProcess) -> None:
+    del server
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -457,7 +457,9 @@ class RealtimeSessionRecord:
     (``session.created``/``session.updated``). ``server_events`` are the events sent (with
     ``event_id``), ``errors_sent`` the ``error`` objects among them. ``close_code`` is the
     WebSocket close code (1006 when the fake dropped the socket). ``closed`` is set once the
-    connection is over. Timestamps are ``time.monotonic()`` seconds.
+    connection is over. Timestamps are ``time.monotonic()`` seconds: ``commit_times`` (each
+    commit received) and ``completed_times`` (each ``...completed`` sent) run parallel to
+    ``commits`` and ``transcripts``.
 
     Conversation (speech) sessions also record ``spoken`` (the text each response spoke, in
     order), ``cancelled_responses`` (ids of responses a ``response.cancel`` stopped) and
@@ -481,6 +483,8 @@ class RealtimeSessionRecord:
     deleted_items: list[str] = field(default_factory=list)
     append_count: int = 0
     first_audio_at: float | None = None
+    commit_times: list[float] = field(default_factory=list)
+    completed_times: list[float] = field(default_factory=list)
     closed_at: float | None = None
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -1252,6 +1256,7 @@ class FakeOpenAI:
         item_id = _new_id("item_")
         previous, conn.last_item_id = conn.last_item_id, item_id
         conn.record.commits.append(pcm)
+        conn.record.commit_times.append(time.monotonic())
         conn.record.item_ids.append(item_id)
         await self._send(
             conn,
@@ -1311,6 +1316,7 @@ class FakeOpenAI:
                 ):
                     return
             conn.record.transcripts.append(text)
+            conn.record.completed_times.append(time.monotonic())
             await self._send(
                 conn,
                 {

@@ -721,7 +721,7 @@ class RealtimeSttSession(SttSession):
                 continue
             if self._finished:
                 break
-            self._wake_at = offset + APPEND_BATCH_BYTES
+            self._wake_at = offset + APPEND_BATCH_BYTES if offset else 1
             self._audio_added.clear()
             await self._audio_added.wait()
 
