@@ -45,7 +45,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -96,9 +95,7 @@ class Table:
         if not values:
             self.rows.append((name, "-", "-", unit))
             return
-        self.rows.append(
-            (name, f"{statistics.median(values):.1f}", f"{pct(values, 95):.1f}", unit)
-        )
+        self.rows.append((name, f"{statistics.median(values):.1f}", f"{pct(values, 95):.1f}", unit))
 
     def one(self, name: str, value: float, unit: str) -> None:
         self.rows.append((name, f"{value:.1f}", "", unit))
@@ -321,9 +318,12 @@ async def tts_stream(port: int, sentences: list[str]) -> TtsRun:
 def first_byte_time(fake: FakeOpenAI, text: str, after: float) -> float:
     """The fake's time from receiving the request for ``text`` to its first byte (s)."""
     for record in fake.speech_streams:
-        if record.request.get("input") == text and record.started_at >= after:
-            if record.first_byte_at is not None:
-                return record.first_byte_at - record.started_at
+        if (
+            record.request.get("input") == text
+            and record.started_at >= after
+            and record.first_byte_at is not None
+        ):
+            return record.first_byte_at - record.started_at
     return float("nan")
 
 
@@ -420,7 +420,10 @@ async def scaling(table: Table, fake: FakeOpenAI, server: ServerProcess, clients
 
     sampler = asyncio.create_task(sample())
     runs = await asyncio.gather(
-        *(ha_transcribe(server.port, pcm, names=[name]) for pcm, name in zip(audio, names))
+        *(
+            ha_transcribe(server.port, pcm, names=[name])
+            for pcm, name in zip(audio, names, strict=True)
+        )
     )
     sampling = False
     await sampler
@@ -459,9 +462,7 @@ async def with_server(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="runs per latency row")
-    parser.add_argument(
-        "--server-root", default=str(ROOT), help="checkout to run the server from"
-    )
+    parser.add_argument("--server-root", default=str(ROOT), help="checkout to run the server from")
     parser.add_argument(
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
