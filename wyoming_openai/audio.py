@@ -45,6 +45,10 @@ class AudioFormat:
         return 1000.0 * num_bytes / self.bytes_per_second
 
 
+PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)
+"""16 kHz 16-bit mono: what Whisper-family models take (their feature extractor works at
+16 kHz), and 2/3 the size of 24 kHz for uploads."""
+
 PCM_24K_MONO = AudioFormat(rate=24000, width=2, channels=1)
 """24 kHz 16-bit mono: the only ``audio/pcm`` the OpenAI realtime API accepts
 (``rate: Literal[24000]`` in ``openai.types.realtime.AudioPCM``) and what

@@ -7,11 +7,13 @@ Wyoming event.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..audio import AudioFormat
+from ..errors import BridgeError
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,26 @@ class SttModelInfo:
     name: str
     description: str
     languages: tuple[str, ...]
+
+
+ResultQueue = asyncio.Queue[TranscriptEvent | BridgeError]
+"""What a session's task produces: events in order, ending with a TranscriptFinal or a
+BridgeError."""
+
+
+async def drain_results(queue: ResultQueue) -> AsyncIterator[TranscriptEvent]:
+    """:meth:`SttSession.results` for a session whose task fills ``queue``.
+
+    Raises:
+        BridgeError: the error the task put in the queue.
+    """
+    while True:
+        item = await queue.get()
+        if isinstance(item, BridgeError):
+            raise item
+        yield item
+        if isinstance(item, TranscriptFinal):
+            return
 
 
 class SttSession(ABC):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..audio import AudioConverter, AudioFormat
+from ..audio import PCM_16K_MONO, AudioConverter, AudioFormat
 from ..config import WHISPER_LANGUAGES, ConfigError, LocalSettings, SttSettings
 from ..errors import BridgeError, ErrorCode
 from .base import (
@@ -45,6 +45,7 @@ from .base import (
     TranscriptDelta,
     TranscriptEvent,
     TranscriptFinal,
+    drain_results,
 )
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)
-"""The format Whisper models take (16 kHz, as their feature extractor expects), s16 mono."""
 
 PAD_MS = 250
 """Silence added before and after the utterance, milliseconds."""
@@ -330,14 +329,8 @@ class LocalWhisperSession(SttSession):
             self._finished = True
             self._task = asyncio.create_task(self._transcribe(), name="local-whisper")
 
-    async def results(self) -> AsyncIterator[TranscriptEvent]:
-        while True:
-            item = await self._results.get()
-            if isinstance(item, BridgeError):
-                raise item
-            yield item
-            if isinstance(item, TranscriptFinal):
-                return
+    def results(self) -> AsyncIterator[TranscriptEvent]:
+        return drain_results(self._results)
 
     async def aclose(self) -> None:
         """Cancel the transcription; a job still queued for the worker is dropped, one

@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from ..audio import AudioFormat, pcm_to_wav
+from ..audio import PCM_16K_MONO, pcm_to_wav
 from ..config import SttSettings
 from ..errors import BridgeError
 from ..openai_client import bridge_error
@@ -36,6 +36,7 @@ from .base import (
     TranscriptDelta,
     TranscriptEvent,
     TranscriptFinal,
+    drain_results,
 )
 from .models import DEFAULT_MODELS, NO_STREAM_MODELS, transcription_options
 
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)
-"""Upload format: Whisper-family models work at 16 kHz, and it is 2/3 the size of 24 kHz."""
 
 MIN_AUDIO_MS = 100
 """Shorter utterances get an empty transcript without a request (as on the realtime path)."""
@@ -147,14 +146,8 @@ class HttpSttSession(SttSession):
         if self._task is None:
             self._task = asyncio.create_task(self._transcribe(), name="http-stt")
 
-    async def results(self) -> AsyncIterator[TranscriptEvent]:
-        while True:
-            item = await self._results.get()
-            if isinstance(item, BridgeError):
-                raise item
-            yield item
-            if isinstance(item, TranscriptFinal):
-                return
+    def results(self) -> AsyncIterator[TranscriptEvent]:
+        return drain_results(self._results)
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -74,6 +74,7 @@ from .base import (
     TranscriptDelta,
     TranscriptEvent,
     TranscriptFinal,
+    drain_results,
 )
 from .models import transcription_options
 
@@ -593,14 +594,8 @@ class RealtimeSttSession(SttSession):
         self._audio_added.set()
         self._start_deadline()
 
-    async def results(self) -> AsyncIterator[TranscriptEvent]:
-        while True:
-            item = await self._results.get()
-            if isinstance(item, BridgeError):
-                raise item
-            yield item
-            if isinstance(item, TranscriptFinal):
-                return
+    def results(self) -> AsyncIterator[TranscriptEvent]:
+        return drain_results(self._results)
 
     async def aclose(self) -> None:
         if self._closed:
