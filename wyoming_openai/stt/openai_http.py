@@ -23,14 +23,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..audio import PCM_16K_MONO, pcm_to_wav
-from ..config import SttSettings
 from ..errors import BridgeError
 from ..openai_client import bridge_error
 from ..retirement import is_model_retired
-from ..retry import RetryPolicy, is_retryable
+from ..retry import is_retryable
 from .base import (
-    SttEngine,
-    SttModelInfo,
     SttSession,
     TranscribeRequest,
     TranscriptDelta,
@@ -38,10 +35,11 @@ from .base import (
     TranscriptFinal,
     drain_results,
 )
-from .models import DEFAULT_MODELS, NO_STREAM_MODELS, transcription_options
+from .models import DEFAULT_MODELS, NO_STREAM_MODELS
+from .openai_base import OpenAISttEngine
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+    pass
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ CURRENT_MODEL = DEFAULT_MODELS["http"]
 """Where a retired or unknown model moves to."""
 
 
-class HttpSttEngine(SttEngine):
+class HttpSttEngine(OpenAISttEngine):
     """Transcription by uploading each utterance once it has ended.
 
     Args:
@@ -62,46 +60,14 @@ class HttpSttEngine(SttEngine):
     """
 
     input_format = PCM_16K_MONO
-
-    def __init__(
-        self, client: AsyncOpenAI, settings: SttSettings, retry: RetryPolicy | None = None
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._model = settings.model
-        self.retry = retry or RetryPolicy()
-
-    @property
-    def model(self) -> str:
-        """The model uploads name (it may have moved to :data:`CURRENT_MODEL`)."""
-        return self._model
-
-    def models(self) -> list[SttModelInfo]:
-        return [
-            SttModelInfo(
-                name=self._model,
-                description=f"{self._model} (HTTP transcription)",
-                languages=tuple(self._settings.languages),
-            )
-        ]
+    description_format = "{model} (HTTP transcription)"
 
     def request_params(
         self, request: TranscribeRequest, model: str | None = None
     ) -> dict[str, Any]:
         """Form fields of the upload for ``model`` (default: :attr:`model`), without
         ``file`` and ``stream``."""
-        settings = self._settings
-        model = model or self._model
-        return {
-            "model": model,
-            **transcription_options(
-                model,
-                request.language or settings.language,
-                settings.prompt,
-                request.names,
-                request.terms,
-            ),
-        }
+        return self.transcription(request, model)
 
     def open(self, request: TranscribeRequest) -> HttpSttSession:
         return HttpSttSession(self, request)

@@ -67,8 +67,6 @@ from ..errors import BridgeError, ErrorCode
 from ..openai_client import bridge_error
 from ..retry import RetryPolicy, is_retryable
 from .base import (
-    SttEngine,
-    SttModelInfo,
     SttSession,
     TranscribeRequest,
     TranscriptDelta,
@@ -76,7 +74,7 @@ from .base import (
     TranscriptFinal,
     drain_results,
 )
-from .models import transcription_options
+from .openai_base import OpenAISttEngine
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -145,7 +143,7 @@ async def _recv(connection: AsyncRealtimeConnection) -> dict[str, Any]:
     return event if isinstance(event, dict) else {}
 
 
-class RealtimeSttEngine(SttEngine):
+class RealtimeSttEngine(OpenAISttEngine):
     """OpenAI realtime transcription: audio is streamed while the person speaks.
 
     Args:
@@ -159,6 +157,7 @@ class RealtimeSttEngine(SttEngine):
     """
 
     input_format = PCM_24K_MONO
+    description_format = "OpenAI {model} (realtime)"
 
     def __init__(
         self,
@@ -169,48 +168,21 @@ class RealtimeSttEngine(SttEngine):
         retry: RetryPolicy | None = None,
         warm_renew_margin: float = WARM_RENEW_MARGIN,
     ) -> None:
-        self._client = client
-        self._settings = settings
-        self._model = settings.model
+        super().__init__(client, settings, retry)
         self.connect_timeout = connect_timeout
         self.result_timeout = result_timeout
-        self.retry = retry or RetryPolicy()
         self.speculative_commit = settings.speculative_commit
         """Whether sessions commit at the end of speech a local detector hears."""
         self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin)
         self._closing: set[asyncio.Task[None]] = set()
         self._preload: asyncio.Task[Any] | None = None
 
-    @property
-    def model(self) -> str:
-        """The model sessions are configured with (it may have moved to :data:`CURRENT_MODEL`)."""
-        return self._model
-
-    def models(self) -> list[SttModelInfo]:
-        return [
-            SttModelInfo(
-                name=self._model,
-                description=f"OpenAI {self._model} (realtime)",
-                languages=tuple(self._settings.languages),
-            )
-        ]
-
     def session_config(
         self, request: TranscribeRequest, model: str | None = None
     ) -> dict[str, Any]:
         """The ``session`` object of ``session.update`` for ``request``."""
         settings = self._settings
-        model = model or self._model
-        transcription = {
-            "model": model,
-            **transcription_options(
-                model,
-                request.language or settings.language,
-                settings.prompt,
-                request.names,
-                request.terms,
-            ),
-        }
+        transcription = self.transcription(request, model)
         noise = None if settings.noise_reduction == "none" else {"type": settings.noise_reduction}
         return {
             "type": "transcription",
