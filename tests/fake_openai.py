@@ -951,18 +951,7 @@ class FakeOpenAI:
         self._spawn(self._transcription_worker(conn), conn)
         self._spawn(self._expire_session(conn, self.session_max_duration), conn)
 
-        async for msg in conn.ws:
-            if msg.type == WSMsgType.TEXT:
-                await self._on_client_text(conn, msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                self.validation_failures.append("binary WebSocket frame (events must be text)")
-                await self._send_error(
-                    conn, _ApiError("invalid_json", "Binary frames are not supported.")
-                )
-            else:  # pragma: no cover - aiohttp ends the iteration on close/error
-                break
-            if conn.dropped or conn.ws.closed:
-                break
+        await self._read_client_events(conn)
 
     async def _handle_conversation_session(self, conn: _RealtimeConnection) -> None:
         """Conversation (speech) sessions need ``?model=...`` (else: error, then close 1008)."""
@@ -978,6 +967,21 @@ class FakeOpenAI:
         )
         await self._send_error(conn, err)
         await self._close(conn, 1008, "unsupported session")
+
+    async def _read_client_events(self, conn: _RealtimeConnection) -> None:
+        """Handle the client's text frames until it closes (binary frames are refused)."""
+        async for msg in conn.ws:
+            if msg.type == WSMsgType.TEXT:
+                await self._on_client_text(conn, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                self.validation_failures.append("binary WebSocket frame (events must be text)")
+                await self._send_error(
+                    conn, _ApiError("invalid_json", "Binary frames are not supported.")
+                )
+            else:  # pragma: no cover - aiohttp ends the iteration on close/error
+                break
+            if conn.dropped or conn.ws.closed:
+                break
 
     async def _beta_shape_disabled(self, conn: _RealtimeConnection) -> None:
         await self._send_error(conn, _ApiError("beta_api_shape_disabled", BETA_SHAPE_MESSAGE))
@@ -1399,18 +1403,7 @@ class FakeOpenAI:
         conn.record.effective_session = copy.deepcopy(conn.config)
         await self._send(conn, {"type": "session.created", "session": conn.config})
         self._spawn(self._expire_session(conn, self.session_max_duration), conn)
-        async for msg in conn.ws:
-            if msg.type == WSMsgType.TEXT:
-                await self._on_client_text(conn, msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                self.validation_failures.append("binary WebSocket frame (events must be text)")
-                await self._send_error(
-                    conn, _ApiError("invalid_json", "Binary frames are not supported.")
-                )
-            else:  # pragma: no cover - aiohttp ends the iteration on close/error
-                break
-            if conn.dropped or conn.ws.closed:
-                break
+        await self._read_client_events(conn)
 
     async def _on_conversation_event(
         self, conn: _RealtimeConnection, data: dict[str, Any], event_id: str | None

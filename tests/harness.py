@@ -89,29 +89,36 @@ def chunks_of(pcm: bytes, rate: int, width: int, channels: int, ms: int = 10) ->
 
 
 @dataclass
-class SttResult:
-    """Everything the server answered to one transcription, with timings (monotonic s)."""
+class _Answer:
+    """The events the server answered with, in order."""
 
     events: list[Event] = field(default_factory=list)
-    audio_stop_at: float = 0.0
-    transcript_at: float | None = None
 
     @property
     def types(self) -> list[str]:
         return [event.type for event in self.events]
 
     @property
+    def error(self) -> Error | None:
+        """The first ``error`` event, if any."""
+        for event in self.events:
+            if Error.is_type(event.type):
+                return Error.from_event(event)
+        return None
+
+
+@dataclass
+class SttResult(_Answer):
+    """Everything the server answered to one transcription, with timings (monotonic s)."""
+
+    audio_stop_at: float = 0.0
+    transcript_at: float | None = None
+
+    @property
     def transcript(self) -> str | None:
         for event in self.events:
             if Transcript.is_type(event.type):
                 return Transcript.from_event(event).text
-        return None
-
-    @property
-    def error(self) -> Error | None:
-        for event in self.events:
-            if Error.is_type(event.type):
-                return Error.from_event(event)
         return None
 
 
@@ -166,17 +173,12 @@ async def ha_transcribe(
 
 
 @dataclass
-class TtsResult:
+class TtsResult(_Answer):
     """The answer to a synthesis: events in order, the audio, its format."""
 
-    events: list[Event] = field(default_factory=list)
     arrival_times: list[float] = field(default_factory=list)
     started_at: float = 0.0
     first_audio_at: float | None = None
-
-    @property
-    def types(self) -> list[str]:
-        return [event.type for event in self.events]
 
     @property
     def audio(self) -> bytes:
@@ -192,13 +194,6 @@ class TtsResult:
             if event.type in ("audio-start", "audio-chunk"):
                 found.add((event.data["rate"], event.data["width"], event.data["channels"]))
         return found
-
-    @property
-    def error(self) -> Error | None:
-        for event in self.events:
-            if Error.is_type(event.type):
-                return Error.from_event(event)
-        return None
 
 
 async def _read_tts(client: AsyncTcpClient, result: TtsResult, until: str) -> None:
