@@ -13,9 +13,9 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
   on (the default) and off; the bridge's own share of it (the time outside the fake: from
   ``audio-stop`` to a commit sent after it, and from the fake's last
   ``...completed`` -- or ``audio-stop`` if later -- to the client's ``transcript``);
-- ``audio-start`` -> first audio at the fake, for 16 kHz clients (includes the resampler's
-  filter delay, about 40 ms of audio before its first output) and 24 kHz clients (no
-  resampling: what the session itself adds);
+- ``audio-start`` -> first audio at the fake, for 16 kHz clients (resampled: the first
+  10 ms chunk gives the first 4 ms of 24 kHz audio, see ``audio.AudioConverter``) and
+  24 kHz clients (no resampling: what the session itself adds);
 - WER of the real-speech corpus (``tests.utterances.COMMANDS``, transcribed by Whisper
   tiny.en in the fake), speculative commit vs commit at ``audio-stop``;
 - TTS added time to first audio: request (plain ``synthesize``) or the chunk completing

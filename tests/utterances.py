@@ -120,3 +120,37 @@ async def eventually(predicate: Callable[[], object], seconds: float = 5.0) -> N
         if loop.time() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.005)
+
+
+def halves(text: str) -> tuple[str, str]:
+    """``text`` cut in two at its middle word, where a speaker may pause to think ("Turn on
+    the" ... "kitchen lights."); the Piper corpus itself has no pause inside a command."""
+    words = text.split()
+    middle = max(1, len(words) // 2)
+    return " ".join(words[:middle]), " ".join(words[middle:])
+
+
+def sound_bounds(pcm: bytes, dbfs: float = -45.0) -> tuple[int, int]:
+    """Byte offsets in 16 kHz s16le mono ``pcm`` where its first sound starts and its last
+    sound ends: the first and last 10 ms windows louder than ``dbfs`` (RMS; the room noise
+    here is -50 dBFS). Piper speech starts and ends with 0.02-0.25 s of near silence.
+    ``(0, 0)`` when nothing is that loud."""
+    window = RATE // 100
+    samples = np.frombuffer(pcm, "<i2").astype(np.float64) / 32768
+    count = len(samples) // window
+    rms = np.sqrt(np.mean(samples[: count * window].reshape(count, window) ** 2, axis=1))
+    loud = np.nonzero(rms > 10 ** (dbfs / 20))[0]
+    if not loud.size:
+        return 0, 0
+    return int(loud[0]) * window * 2, int(loud[-1] + 1) * window * 2
+
+
+def paused(text: str, silence: float, seed: int = 0, **kwargs: float) -> bytes:
+    """:func:`command` of ``text`` with a pause at its middle word (:func:`halves`) whose
+    silence, from the last sound before it to the first sound after it, is ``silence``
+    seconds (room noise fills what Piper's own edges leave); ``kwargs`` go to
+    :func:`command`."""
+    first, second = halves(text)
+    before, after = spoken(first), spoken(second)
+    edges = (len(before) - sound_bounds(before)[1] + sound_bounds(after)[0]) / 2 / RATE
+    return command(first, max(0.0, silence - edges), second, seed=seed, **kwargs)

@@ -25,6 +25,7 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from .audio import AudioFormat
+from .endpointing import EarlyEnd
 from .errors import BridgeError, ErrorCode
 from .framing import FrameError, FrameLimits, read_event
 from .stt.base import SttEngine, TranscribeRequest
@@ -51,6 +52,8 @@ class Services:
         max_utterance_ms: longest utterance transcribed, ms of audio.
         max_text_chars: longest text of one synthesis, characters.
         audio_dump_dir: where to write each utterance as WAV (debugging), or None.
+        early_end: when an utterance ends without ``audio-stop`` (``stt.early_transcript``),
+            or None.
     """
 
     stt: SttEngine
@@ -63,6 +66,7 @@ class Services:
     max_utterance_ms: float = 120_000
     max_text_chars: int = 20_000
     audio_dump_dir: Path | None = None
+    early_end: EarlyEnd | None = None
 
 
 def _audio_format(data: dict[str, object]) -> AudioFormat:
@@ -219,6 +223,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
             self.write_event,
             max_ms=self._services.max_utterance_ms,
             dump_dir=self._services.audio_dump_dir,
+            early=self._services.early_end,
         )
         return self._utterance
 

@@ -18,11 +18,14 @@ PROGRAM_ATTRIBUTION = Attribution(
 )
 
 
-def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
+def build_info(stt: SttEngine, tts: TtsEngine, early_transcript: bool = False) -> Info:
     """One ASR program (streaming transcripts) and one TTS program (streaming synthesis).
 
     Program names, descriptions and the credit for models and voices come from the
-    engines, so Info names the engine that actually serves (OpenAI or local).
+    engines, so Info names the engine that actually serves (OpenAI or local). With
+    ``early_transcript`` the server ends utterances itself, and the ASR program says
+    ``requires_external_vad: false`` (wyoming 1.10.2 ``AsrProgram``), which turns Home
+    Assistant's own voice-activity detection off.
     """
     asr_program = AsrProgram(
         name=stt.program_name,
@@ -42,6 +45,7 @@ def build_info(stt: SttEngine, tts: TtsEngine) -> Info:
             for model in stt.models()
         ],
         supports_transcript_streaming=True,
+        requires_external_vad=not early_transcript,
     )
     tts_program = TtsProgram(
         name=tts.program_name,

@@ -13,6 +13,7 @@ from wyoming.server import AsyncServer, AsyncTcpServer
 
 from .config import Settings
 from .discovery import ZeroconfAdvertiser, advertiser_for
+from .endpointing import MAX_COMMAND_SECONDS, EarlyEnd
 from .engines import local_engines, plan_engines, with_local_fallback
 from .framing import FrameLimits
 from .handler import Services, WyomingOpenAIHandler
@@ -73,6 +74,16 @@ def _openai_engines(client: AsyncOpenAI, settings: Settings) -> tuple[SttEngine,
     return stt, build_tts_engine(client, settings)
 
 
+def _early_end(settings: Settings) -> EarlyEnd | None:
+    """When utterances end without ``audio-stop`` (``stt.early_transcript``), or None."""
+    if not settings.stt.early_transcript:
+        return None
+    return EarlyEnd(
+        silence_ms=settings.stt.early_transcript_silence * 1000,
+        max_ms=min(MAX_COMMAND_SECONDS, settings.limits.max_utterance_seconds) * 1000,
+    )
+
+
 class WyomingOpenAIServer:
     """The server: engines shared by all connections, one handler per connection.
 
@@ -101,7 +112,7 @@ class WyomingOpenAIServer:
         self.services = Services(
             stt=stt,
             tts=tts,
-            describe=lambda: build_info(stt, tts).event(),
+            describe=lambda: build_info(stt, tts, settings.stt.early_transcript).event(),
             stt_language=settings.stt.language,
             tts_lookahead=settings.tts.lookahead,
             debug=settings.debug,
@@ -112,6 +123,7 @@ class WyomingOpenAIServer:
             max_utterance_ms=settings.limits.max_utterance_seconds * 1000,
             max_text_chars=settings.limits.max_text_chars,
             audio_dump_dir=settings.audio_dump_dir,
+            early_end=_early_end(settings),
         )
         self._server: AsyncServer | None = None
         self._advertiser: ZeroconfAdvertiser | None = None

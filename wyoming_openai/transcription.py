@@ -4,6 +4,8 @@ Wyoming side (``shared/notes/home-assistant.md``, STT): ``transcribe`` (optional
 ``audio-start``), ``audio-start {rate, width, channels}``, ``audio-chunk``*, ``audio-stop``.
 Answer: ``transcript-start``, ``transcript-chunk`` per delta, ``transcript {text}``,
 ``transcript-stop``; Home Assistant takes the first ``transcript`` and ignores the rest.
+With ``stt.early_transcript`` an utterance may also end before ``audio-stop``
+(:mod:`wyoming_openai.endpointing`); the rest of its audio is then ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 
 from .audio import AudioConverter, AudioFormat, pcm_to_wav, validate_format
+from .endpointing import EarlyEnd, Endpointer, EndReason
 from .errors import BridgeError, ErrorCode
 from .stt.base import SttEngine, TranscribeRequest, TranscriptDelta
 
@@ -47,6 +50,8 @@ class Utterance:
         max_ms: longest utterance accepted, milliseconds of client audio.
         dump_dir: if set, the utterance as sent upstream (the engine's input format) is
             written there as one WAV file at ``audio-stop``, for debugging. Audio only.
+        early: when to end the utterance without ``audio-stop`` (``stt.early_transcript``),
+            or None to wait for it.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Utterance:
         write: WriteEvent,
         max_ms: float = 120_000,
         dump_dir: Path | None = None,
+        early: EarlyEnd | None = None,
     ) -> None:
         self._engine = engine
         self._dump_dir = dump_dir
@@ -70,6 +76,11 @@ class Utterance:
         self._source: AudioFormat | None = None
         self.finished = False
         self._session = engine.open(request)
+        self._endpointer = (
+            Endpointer(early, self._session.speech_detector, engine.input_format.rate)
+            if early is not None
+            else None
+        )
         self._task = asyncio.create_task(self._answer(), name="transcript-writer")
 
     @property
@@ -89,16 +100,22 @@ class Utterance:
         """Wyoming ``audio-chunk``: convert to the engine's format and queue upstream.
 
         A chunk may declare another format than ``audio-start`` did; it is then
-        converted from its own format.
+        converted from its own format. After an early end (``early``) chunks are ignored.
 
         Raises:
             BridgeError: ``audio-without-start`` before ``audio-start``;
                 ``bad-audio-format`` for an impossible chunk format;
-                ``utterance-too-long`` past ``max_ms``.
+                ``utterance-too-long`` past ``max_ms`` (with ``early``, the utterance
+                ends at its own limit instead).
         """
         if self._converter is None:
             raise BridgeError(ErrorCode.AUDIO_WITHOUT_START, "audio-chunk before audio-start")
+        if self.finished:
+            return  # ended before audio-stop: the rest of the audio is not needed
         if fmt == self._source:
+            if self._endpointer is not None:  # transcribed up to the limit, then it ends
+                room = self._endpointer.policy.max_ms - self._received_ms
+                pcm = pcm[: max(0, fmt.bytes_for_ms(room))]
             self._received_ms += fmt.duration_ms(len(pcm))
             if self._received_ms > self._max_ms:
                 raise BridgeError(
@@ -109,25 +126,61 @@ class Utterance:
             self._send(self._converter.flush())
             self._converter = self._make_converter(fmt)
         self._send(self._converter.convert(pcm))
+        if self._endpointer is not None:
+            reason = self._endpointer.verdict(self._received_ms)
+            if reason is not None:
+                self._end_early(reason)
 
     def finish(self) -> None:
         """Wyoming ``audio-stop``: flush the resampler and end the utterance upstream."""
         if self.finished:
             return
+        self._end_audio()
+        self._session.finish()
+
+    def _end_audio(self) -> None:
         self.finished = True
         if self._converter is not None:
             self._send(self._converter.flush())
-        self._session.finish()
         if self._dump is not None and self._dump_dir is not None:
             self._dump_task = asyncio.create_task(
                 asyncio.to_thread(self._write_dump, self._dump_dir, bytes(self._dump))
             )
             self._dump = None
 
+    def _end_early(self, reason: EndReason) -> None:
+        """End the utterance before ``audio-stop``: as if it came, or, when nobody spoke,
+        with an empty transcript (nothing is transcribed upstream)."""
+        level = logging.DEBUG if reason is EndReason.SPEECH_ENDED else logging.INFO
+        _LOGGER.log(
+            level,
+            "Utterance ended before audio-stop (%s) after %.0f ms of audio",
+            reason.value,
+            self._received_ms,
+        )
+        if reason is not EndReason.NO_SPEECH:
+            self.finish()
+            return
+        self._end_audio()
+        if not self._task.done():  # else an error was written already
+            self._task.cancel()
+            self._task = asyncio.create_task(
+                self._answer_empty(self._task), name="transcript-writer"
+            )
+
+    async def _answer_empty(self, cancelled: asyncio.Task[None]) -> None:
+        await asyncio.wait({cancelled})  # it closes the session
+        with contextlib.suppress(ConnectionError):
+            await self._write(TranscriptStart(language=self._language).event())
+            await self._write(Transcript(text="", language=self._language).event())
+            await self._write(TranscriptStop().event())
+
     def _send(self, pcm: bytes) -> None:
         if self._dump is not None:
             self._dump += pcm
         self._session.send_audio(pcm)
+        if self._endpointer is not None:
+            self._endpointer.heard(pcm)
 
     def _write_dump(self, directory: Path, pcm: bytes) -> None:
         """Write one utterance as WAV (runs in a worker thread)."""

@@ -11,9 +11,13 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
 from ..errors import BridgeError
+
+if TYPE_CHECKING:
+    from .vad import EndOfSpeechDetector
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,16 @@ class SttSession(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Cancel every task of the session and release the upstream connection."""
+
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        """The end-of-speech detector this session runs on its audio, if it runs one (the
+        realtime engine's speculative commit), so the caller need not run a second one.
+
+        It is fed every byte given to :meth:`send_audio` before that call returns (until
+        :meth:`finish`); callers only read its state.
+        """
+        return None
 
 
 class SttEngine(ABC):

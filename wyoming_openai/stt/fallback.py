@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
 from ..errors import BridgeError
@@ -30,6 +31,9 @@ from .base import (
     TranscriptEvent,
 )
 from .local_whisper import LocalWhisperEngine
+
+if TYPE_CHECKING:
+    from .vad import EndOfSpeechDetector
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -114,10 +118,13 @@ class FallbackSttSession(SttSession):
         self._local: SttSession | None = None
         self._finished = False
         self._sent_deltas = False
+        self._detector = primary.speech_detector
 
     def send_audio(self, pcm: bytes) -> None:
         if self._local is not None:
             self._local.send_audio(pcm)
+            if self._detector is not None and not self._finished:
+                self._detector.feed(pcm)  # the end of the utterance is still heard
             return
         if self._tee is not None:
             if len(self._tee) + len(pcm) > self._max_tee_bytes:
@@ -132,6 +139,11 @@ class FallbackSttSession(SttSession):
             return
         self._finished = True
         (self._local or self._primary).finish()
+
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        """The primary's detector; after a fallback this session feeds it itself."""
+        return self._detector
 
     async def results(self) -> AsyncIterator[TranscriptEvent]:
         try:

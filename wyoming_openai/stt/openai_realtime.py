@@ -569,6 +569,10 @@ class RealtimeSttSession(SttSession):
     def results(self) -> AsyncIterator[TranscriptEvent]:
         return drain_results(self._results)
 
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        return self._vad
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -17,8 +17,9 @@ CPU per second and wheels need glibc 2.28; ``webrtcvad-wheels`` is 3x cheaper bu
 speech in mid-sentence on 2 of 6 sentences at -50 dBFS; Silero needs onnxruntime
 (about 30 MB of RSS, not in the slim image).
 
-Audio units: input is 24 kHz s16le mono bytes (the realtime engine's input format); the
-detector works on 16 kHz frames of 256 samples (16 ms), resampled here with soxr's
+Audio units: input is s16le mono bytes at the engine's input rate (24 kHz for the
+realtime engine, 16 kHz for the HTTP and local ones); the detector works on 16 kHz frames
+of 256 samples (16 ms), resampled here (when the input is not 16 kHz already) with soxr's
 quick (``QQ``) filter, which delays by 0.1 ms and is plenty for voice activity.
 """
 
@@ -39,9 +40,6 @@ FRAME_SAMPLES = 256
 
 FRAME_MS = 1000 * FRAME_SAMPLES / VAD_RATE
 
-_BYTES_PER_FRAME_24K = FRAME_SAMPLES * PCM_24K_MONO.rate // VAD_RATE * PCM_24K_MONO.frame_bytes
-"""One frame as 24 kHz s16le bytes (384 samples, 768 bytes)."""
-
 SPEECH_THRESHOLD = 0.5
 """A frame scoring at least this is speech (``earshot``'s documented default)."""
 
@@ -57,25 +55,33 @@ already scores the last 70-100 ms of a word as non-speech, so the end is reporte
 
 
 class EndOfSpeechDetector:
-    """Speech start and end in a stream of 24 kHz s16le mono PCM.
+    """Speech start and end in a stream of s16le mono PCM at ``rate`` Hz.
 
     Feed audio in order with :meth:`feed`; it returns where speech ended within that
     audio (speech of at least :data:`MIN_SPEECH_FRAMES` frames, then
     ``end_of_speech_ms`` of non-speech). :attr:`in_speech` tells whether speech has
-    started since the last end. CPU: one ``soxr`` call per :meth:`feed` and one model
-    call per 16 ms frame.
+    started since the last end; :attr:`speech_heard` and :attr:`quiet_ms` tell whether
+    any speech was heard and for how long it has been quiet since (for a second,
+    longer end, e.g. :mod:`wyoming_openai.endpointing`). CPU: one ``soxr`` call per
+    :meth:`feed` (none at 16 kHz) and one model call per 16 ms frame.
 
     Args:
         end_of_speech_ms: milliseconds of non-speech that end speech.
+        rate: Hz of the input (default 24 kHz, the realtime engine's input format).
     """
 
-    def __init__(self, end_of_speech_ms: float = END_OF_SPEECH_MS) -> None:
+    def __init__(
+        self, end_of_speech_ms: float = END_OF_SPEECH_MS, rate: int = PCM_24K_MONO.rate
+    ) -> None:
         import earshot  # loaded with the first utterance
 
         self._model: Any = earshot.Detector()
-        self._resampler = soxr.ResampleStream(
-            PCM_24K_MONO.rate, VAD_RATE, 1, dtype="int16", quality="QQ"
+        self._resampler = (
+            soxr.ResampleStream(rate, VAD_RATE, 1, dtype="int16", quality="QQ")
+            if rate != VAD_RATE
+            else None
         )
+        self._bytes_per_frame = round(FRAME_SAMPLES * rate / VAD_RATE) * 2
         self._frames_to_end = max(1, round(end_of_speech_ms / FRAME_MS))
         self._pending = np.zeros(0, dtype=np.int16)
         self._odd = b""
@@ -86,14 +92,25 @@ class EndOfSpeechDetector:
         """Speech started (and has not ended) in the audio fed so far."""
         self.ends = 0
         """How many times speech ended so far."""
+        self.speech_heard = False
+        """Speech started at least once in the audio fed so far."""
+        self.quiet_frames = 0
+        """Frames scored since the last speech frame (0 while speech goes on)."""
+
+    @property
+    def quiet_ms(self) -> float:
+        """Milliseconds of audio scored since the last speech frame (once speech was heard,
+        this keeps counting past the end of speech; a frame of speech resets it)."""
+        return self.quiet_frames * FRAME_MS
 
     def feed(self, pcm: bytes) -> list[int]:
-        """Process 24 kHz s16le mono ``pcm`` (any length; a trailing odd byte is kept).
+        """Process s16le mono ``pcm`` at the detector's rate (any length; a trailing odd
+        byte is kept).
 
         Returns:
             where speech ended within this audio, as byte offsets into the whole stream of
-            24 kHz audio fed so far (the end of the frame that completed the non-speech);
-            usually empty.
+            audio fed so far (the end of the frame that completed the non-speech); usually
+            empty.
         """
         if self._odd:
             pcm = self._odd + pcm
@@ -103,7 +120,9 @@ class EndOfSpeechDetector:
             pcm = pcm[:-1]
         if not pcm:
             return []
-        samples = self._resampler.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
         if self._pending.size:
             samples = np.concatenate((self._pending, samples))
         whole = samples.size - samples.size % FRAME_SAMPLES
@@ -115,15 +134,17 @@ class EndOfSpeechDetector:
             if predict(samples[start : start + FRAME_SAMPLES]) >= SPEECH_THRESHOLD:
                 self._speech_run += 1
                 self._silence_run = 0
+                self.quiet_frames = 0
                 if self._speech_run >= MIN_SPEECH_FRAMES:
-                    self.in_speech = True
+                    self.in_speech = self.speech_heard = True
                 continue
             self._speech_run = 0
+            self.quiet_frames += 1
             if self.in_speech:
                 self._silence_run += 1
                 if self._silence_run >= self._frames_to_end:
                     self.in_speech = False
                     self._silence_run = 0
                     self.ends += 1
-                    ends.append(self._frames * _BYTES_PER_FRAME_24K)
+                    ends.append(self._frames * self._bytes_per_frame)
         return ends
