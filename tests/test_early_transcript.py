@@ -290,7 +290,7 @@ async def test_info_turns_home_assistant_vad_off_only_when_on(fake: FakeOpenAI) 
 
 async def test_http_engine_answers_without_audio_stop(fake: FakeOpenAI) -> None:
     use_whisper(fake)
-    text = COMMANDS[4]
+    text = COMMANDS[2]
     settings = make_settings(fake.base_url, *EARLY, "--stt-mode", "http")
     async with running_server(settings) as server:
         assert server.port is not None

@@ -7,11 +7,14 @@ import asyncio
 import time
 
 from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.client import AsyncTcpClient
 
 from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
 from tests.harness import ha_transcribe, make_settings, running_server
 from tests.test_stt import tone
 from tests.utterances import eventually
+from wyoming_openai.audio import PCM_24K_MONO
 
 WARM = ("--stt-warm-sessions", "1")
 
@@ -54,6 +57,26 @@ async def test_the_request_streams_into_a_session_opened_before_it(fake: FakeOpe
         ["en"]
     ]
     assert len(fake.realtime_sessions) == 3  # two used, one spare left at shutdown
+
+
+async def test_the_first_16k_chunk_reaches_the_service_before_the_second_is_sent(
+    fake: FakeOpenAI,
+) -> None:
+    """Home Assistant's first 10 ms chunk (16 kHz, resampled to 24 kHz) is not held back by
+    the resampler's blocks nor by batching: audio reaches the service with nothing more sent."""
+    async with running_server(make_settings(fake.base_url, *WARM)) as server:
+        assert server.port is not None
+        warm = await configured(fake, 1)
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            first_chunk = tone(300, 0.01, 16000)
+            await client.write_event(
+                AudioChunk(rate=16000, width=2, channels=1, audio=first_chunk).event()
+            )
+            await eventually(lambda: len(warm.audio) > 0)
+    # About the first 4 ms of 24 kHz audio (the rest waits for the filter's look-ahead).
+    assert len(warm.audio) >= PCM_24K_MONO.bytes_for_ms(3)
 
 
 async def test_names_and_terms_are_set_on_the_warm_session(fake: FakeOpenAI) -> None:
