@@ -24,7 +24,10 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
   gap of a 4-sentence streamed reply when the client plays in real time from its first
   chunk, the fake at a slow pace (first byte 400 ms, generation at real time);
 - 1, 10 and 50 simultaneous STT clients: wait, bridge share, server CPU milliseconds per
-  second of audio (0.5 % of a core = 5 ms/s), peak RSS;
+  second of audio (0.5 % of a core = 5 ms/s), peak RSS; next to it, what only receiving
+  the same streams costs a do-nothing asyncio server and one that reads the events with
+  ``wyoming``'s own reader (``benchmarks/cpu_floor.py``): the floor of any Wyoming server
+  written in Python on this machine;
 - start-up (process start -> first ``describe`` answered) and idle RSS.
 
 Run: ``script/bench`` (``--help`` for options). ``--server-root DIR`` runs the server from
@@ -63,6 +66,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
+from benchmarks.cpu_floor import floors  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
 from tests.utterances import COMMANDS, command  # noqa: E402
@@ -496,6 +500,9 @@ async def main() -> None:
                 fake.finalize_delay = 0.15
                 for clients in (1, 10, 50):
                     await scaling(table, fake, server, clients)
+                for clients in (1, 50):
+                    for label, value in (await floors(5.0, clients)).items():
+                        table.one(f"{clients:>2} clients: floor, {label}", value, "ms/s")
 
         async def at_stop(server: ServerProcess) -> None:
             await asyncio.sleep(0.5)

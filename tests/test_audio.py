@@ -199,6 +199,26 @@ def test_first_audio_comes_with_the_first_chunk(rate: int, chunks: int) -> None:
     assert np.max(np.abs(s16(early + rest).astype(np.int32) - s16(whole))) <= 1
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+@pytest.mark.parametrize("chunk_frames", [1, 160, 441])
+def test_deferring_soxr_calls_never_delays_audio(rate: int, chunk_frames: int) -> None:
+    """Chunks that soxr would answer with nothing are held and resampled together when its
+    next block is due: every chunk returns exactly what it returns with that switched off
+    (same bytes, same chunk), down to single frames, and the stream ends the same."""
+    src = AudioFormat(rate=rate, width=2, channels=1)
+    rng = np.random.default_rng(rate)
+    pcm = (rng.standard_normal(rate // 4) * 3000).astype("<i2").tobytes()
+    deferring = AudioConverter(src, PCM_24K_MONO)
+    assert deferring._period is not None  # these rates have regular blocks
+    plain = AudioConverter(src, PCM_24K_MONO)
+    plain._period = None  # the schedule switched off: every chunk goes to soxr at once
+    step = chunk_frames * 2
+    for start in range(0, len(pcm), step):
+        chunk = pcm[start : start + step]
+        assert deferring.convert(chunk) == plain.convert(chunk), f"chunk at byte {start}"
+    assert deferring.flush() == plain.flush()
+
+
 def test_resampler_is_stateful_across_chunks() -> None:
     """Each chunk resampled from scratch would click at every 10 ms boundary."""
     src = AudioFormat(rate=16000, width=2, channels=1)

@@ -105,7 +105,7 @@ async def test_abbreviations_and_unfinished_text_are_not_started_early(
 async def test_every_complete_sentence_is_requested_at_once(fake: FakeOpenAI, port: int) -> None:
     """A reply of four sentences in one chunk: all four requests are under way before the
     first one's audio has finished arriving (the fake speaks slowly)."""
-    fake.tts_first_byte_delay = 0.3
+    fake.tts_first_byte_delay = 1.0  # a wide margin on a loaded machine
     fake.tts_chunk_bytes = 4800
     fake.tts_chunk_interval = 0.1  # 48,000 bytes/s: real time for 24 kHz s16
     sentences = ["One two three.", "Four five six.", "Seven eight.", "Nine ten."]

@@ -31,18 +31,6 @@ _LOGGER = logging.getLogger(__name__)
 
 WriteEvent = Callable[[Event], Awaitable[None]]
 
-CONVERT_BATCH_MS = 30.0
-"""Client audio gathered before it is converted and handed to the session, ms (except
-the first chunk of a stream, converted at once so the first audio leaves without delay,
-and whatever is held at ``audio-stop``, converted before the flush).
-
-Home Assistant sends 10 ms chunks (``shared/notes/home-assistant.md``); converting,
-detecting speech in and queueing each one on its own cost about 3x the CPU of doing it
-every 30 ms (the per-call overhead of numpy, soxr and the session dominates at this
-size). Nothing is heard later for it where it counts: a 16 -> 24 kHz HQ resampler only
-gives audio in 30.6 ms blocks anyway (:class:`~wyoming_openai.audio.AudioConverter`),
-and ``audio-stop`` converts what is held at once."""
-
 _DUMP_NUMBERS = itertools.count(1)
 
 
@@ -86,8 +74,6 @@ class Utterance:
         self._write = write
         self._converter: AudioConverter | None = None
         self._source: AudioFormat | None = None
-        self._held = bytearray()  # client audio (in _source format) not converted yet
-        self._hold_bytes = 0  # convert when this much is held (0: at once)
         self.finished = False
         self._session = engine.open(request)
         self._endpointer = (
@@ -137,13 +123,9 @@ class Utterance:
                     f"utterance longer than {self._max_ms / 1000:g} s",
                 )
         if fmt != self._source:
-            self._convert_held()
             self._send(self._converter.flush())
             self._converter = self._make_converter(fmt)
-        self._held += pcm
-        if self._held and len(self._held) >= self._hold_bytes:
-            self._convert_held()
-            self._hold_bytes = fmt.bytes_for_ms(CONVERT_BATCH_MS)
+        self._send(self._converter.convert(pcm))
         if self._endpointer is not None:
             reason = self._endpointer.verdict(self._received_ms)
             if reason is not None:
@@ -159,7 +141,6 @@ class Utterance:
     def _end_audio(self) -> None:
         self.finished = True
         if self._converter is not None:
-            self._convert_held()
             self._send(self._converter.flush())
         if self._dump is not None and self._dump_dir is not None:
             self._dump_task = asyncio.create_task(
@@ -193,13 +174,6 @@ class Utterance:
             await self._write(TranscriptStart(language=self._language).event())
             await self._write(Transcript(text="", language=self._language).event())
             await self._write(TranscriptStop().event())
-
-    def _convert_held(self) -> None:
-        """Convert the client audio held back and hand it to the session."""
-        if self._held and self._converter is not None:
-            pcm = bytes(self._held)
-            self._held.clear()
-            self._send(self._converter.convert(pcm))
 
     def _send(self, pcm: bytes) -> None:
         if self._dump is not None:
@@ -238,7 +212,6 @@ class Utterance:
         except ValueError as err:
             raise BridgeError(ErrorCode.BAD_AUDIO_FORMAT, f"unsupported audio: {err}") from None
         self._source = fmt
-        self._hold_bytes = 0  # the first chunk of a stream goes at once
         return AudioConverter(fmt, self._engine.input_format)
 
     async def _answer(self) -> None:
