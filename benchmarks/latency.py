@@ -16,8 +16,9 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
 - ``audio-start`` -> first audio at the fake, for 16 kHz clients (resampled: the first
   10 ms chunk gives the first 4 ms of 24 kHz audio, see ``audio.AudioConverter``) and
   24 kHz clients (no resampling: what the session itself adds);
-- WER of the real-speech corpus (``tests.utterances.COMMANDS``, transcribed by Whisper
-  tiny.en in the fake), speculative commit vs commit at ``audio-stop``;
+- WER of the real-speech corpus (``tests.utterances.COMMANDS``, each in 4 room-noise
+  renditions, transcribed by Whisper tiny.en in the fake), speculative commit vs commit at
+  ``audio-stop``;
 - TTS added time to first audio: request (plain ``synthesize``) or the chunk completing
   the first sentence (streamed, words every 30 ms as an LLM sends them) -> first
   ``audio-chunk``, minus the fake's first-byte time for that request; the largest playback
@@ -371,17 +372,25 @@ async def stt_first_audio_24k(table: Table, fake: FakeOpenAI, port: int, runs: i
     table.add("STT audio-start -> first audio at fake (24 kHz)", starts)
 
 
+WER_NOISE_SEEDS = (0, 100, 200, 300)
+"""Room-noise renditions of each command for the WER rows (30 commands x 4 = 120): with
+one rendition, Whisper tiny.en's flips on single words ("play" / "place") move the rate
+by 0.5 points either way."""
+
+
 async def wer(fake: FakeOpenAI, port: int) -> float:
-    """Word error rate (%) of the corpus, Whisper in the fake."""
+    """Word error rate (%) of the corpus in every room-noise rendition, Whisper in the fake."""
     saved = fake.transcriber, fake.finalize_delay
     fake.transcriber = speech.whisper_transcriber
     fake.finalize_delay = 0.0
     references, hypotheses = [], []
     try:
-        for index, text in enumerate(COMMANDS):
-            run = await ha_transcribe(port, command(text, seed=index), realtime=False)
-            references.append(speech.normalize_text(text))
-            hypotheses.append(speech.normalize_text(run.text) or "<empty>")
+        for seed in WER_NOISE_SEEDS:
+            for index, text in enumerate(COMMANDS):
+                pcm = command(text, seed=seed + index)
+                run = await ha_transcribe(port, pcm, realtime=False)
+                references.append(speech.normalize_text(text))
+                hypotheses.append(speech.normalize_text(run.text) or "<empty>")
     finally:
         fake.transcriber, fake.finalize_delay = saved
     return 100 * float(jiwer.wer(references, hypotheses))
@@ -525,7 +534,9 @@ async def main() -> None:
         await fake.stop()
 
     for name, value in wers.items():
-        table.one(f"WER of {len(COMMANDS)} spoken commands, {name}", value, "%")
+        table.one(
+            f"WER of {len(COMMANDS)} commands x {len(WER_NOISE_SEEDS)} noises, {name}", value, "%"
+        )
     table.add("start-up: process start -> first describe answered", [s * 1000 for s in startups])
     table.one("RSS idle (after start-up, one warm session)", statistics.median(idle), "MB")
     print(
