@@ -79,13 +79,15 @@ KINDS = {
 CHUNK_BYTES = 320  # 10 ms of 16 kHz s16le mono
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -108,7 +110,7 @@ async def _stream(port: int, seconds: float) -> None:
 async def floor_ms_per_s(kind: str, seconds: float, clients: int = 1) -> float:
     """CPU milliseconds per second of audio of a ``kind`` server (see :data:`KINDS`) with
     ``clients`` simultaneous streams (the audio of all of them counts)."""
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _SERVER, kind, str(port), stdout=asyncio.subprocess.PIPE
     )
@@ -116,10 +118,10 @@ async def floor_ms_per_s(kind: str, seconds: float, clients: int = 1) -> float:
         assert proc.stdout is not None
         await proc.stdout.readline()  # "ready"
         await asyncio.sleep(0.3)
-        before = _cpu_seconds(proc.pid)
+        before = cpu_seconds(proc.pid)
         await asyncio.gather(*(_stream(port, seconds) for _ in range(clients)))
         await asyncio.sleep(0.2)
-        return (_cpu_seconds(proc.pid) - before) / (seconds * clients) * 1000
+        return (cpu_seconds(proc.pid) - before) / (seconds * clients) * 1000
     finally:
         proc.terminate()
         await proc.wait()

@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
-from benchmarks.cpu_floor import floors  # noqa: E402
+from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
 from tests.utterances import COMMANDS, command  # noqa: E402
@@ -110,12 +109,6 @@ class Table:
         print(f"{'measurement':<{width}} {'median':>9} {'p95':>9}  unit")
         for name, median, p95, unit in self.rows:
             print(f"{name:<{width}} {median:>9} {p95:>9}  {unit}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
@@ -163,8 +156,7 @@ class ServerProcess:
 
     def cpu(self) -> float:
         """CPU seconds (user + system) used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def rss_mb(self, key: str = "VmRSS") -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

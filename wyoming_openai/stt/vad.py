@@ -87,7 +87,6 @@ class EndOfSpeechDetector:
         self._odd = b""
         self._frames = 0  # frames scored so far
         self._speech_run = 0  # consecutive speech frames
-        self._silence_run = 0  # consecutive non-speech frames since speech
         self.in_speech = False
         """Speech started (and has not ended) in the audio fed so far."""
         self.ends = 0
@@ -133,18 +132,15 @@ class EndOfSpeechDetector:
             self._frames += 1
             if predict(samples[start : start + FRAME_SAMPLES]) >= SPEECH_THRESHOLD:
                 self._speech_run += 1
-                self._silence_run = 0
                 self.quiet_frames = 0
                 if self._speech_run >= MIN_SPEECH_FRAMES:
                     self.in_speech = self.speech_heard = True
                 continue
             self._speech_run = 0
             self.quiet_frames += 1
-            if self.in_speech:
-                self._silence_run += 1
-                if self._silence_run >= self._frames_to_end:
-                    self.in_speech = False
-                    self._silence_run = 0
-                    self.ends += 1
-                    ends.append(self._frames * self._bytes_per_frame)
+            # In speech, every frame since its last speech frame was non-speech.
+            if self.in_speech and self.quiet_frames >= self._frames_to_end:
+                self.in_speech = False
+                self.ends += 1
+                ends.append(self._frames * self._bytes_per_frame)
         return ends
