@@ -636,6 +636,9 @@ class FakeOpenAI:
         """Injected HTTP errors quote the API key in their message (a careless server)."""
         self.speech_fail_after_bytes: int | None = None
         """Cut every ``/v1/audio/speech`` body off (connection aborted) after this many bytes."""
+        self.speech_hold: asyncio.Event | None = None
+        """When set to an event, every ``/v1/audio/speech`` body waits for it before its first
+        byte (the request is recorded at once)."""
         self.session_max_duration = session_max_duration
         self.strict_sample_alignment = strict_sample_alignment
         self.retired_models: set[str] = set(retired_models)
@@ -648,7 +651,8 @@ class FakeOpenAI:
         self.speech_requests: list[dict[str, Any]] = []
         """JSON bodies of ``/v1/audio/speech`` requests (every parsed body, valid or not)."""
         self.speech_streams: list[SpeechStreamRecord] = []
-        """One record per ``/v1/audio/speech`` request that started streaming audio."""
+        """One record per valid ``/v1/audio/speech`` request, appended when it arrives and
+        updated as its body is sent (``first_byte_at``, ``completed``...)."""
         self.transcription_requests: list[dict[str, Any]] = []
         """``/v1/audio/transcriptions`` requests: the form fields (str, or list for repeated
         ``name[]`` fields) plus ``audio`` (PCM frames of the WAV as uploaded), ``rate`` (Hz),
@@ -1772,18 +1776,22 @@ class FakeOpenAI:
         voice = body["voice"] if isinstance(body["voice"], str) else body["voice"]["id"]
         started = time.monotonic()
         record = SpeechStreamRecord(request=body, started_at=started)
+        self.speech_streams.append(record)  # at arrival, with its request: tests wait on these
         synthesizer = self.synthesizer or default_synthesizer
         try:
             audio = await asyncio.to_thread(synthesizer, body["input"], voice)
         except Exception as exc:
+            record.aborted = True
+            record.finished_at = time.monotonic()
             return self._error_response(
                 500, _ApiError(None, f"Synthesis failed: {exc}", None, "server_error")
             )
         record.total_bytes = len(audio)
-        self.speech_streams.append(record)
         remaining = self.tts_first_byte_delay - (time.monotonic() - started)
         if remaining > 0:
             await asyncio.sleep(remaining)
+        if self.speech_hold is not None:
+            await self.speech_hold.wait()
         response = web.StreamResponse(
             status=200, headers={"Content-Type": "application/octet-stream"}
         )

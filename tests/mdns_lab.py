@@ -6,9 +6,10 @@ forces one):
 - ``loopback``: servers bind ``127.0.0.1`` (so they announce on the loopback interface only)
   and the browser listens there. Needs a kernel that loops multicast back on ``lo``,
   checked with two plain UDP sockets.
-- ``netns``: two network namespaces joined by a veth pair (iproute2, root): servers bind the
-  wildcard address in one (``ip netns exec``) and must advertise their veth address; the
-  browser runs in the other, like Home Assistant on another host.
+- ``netns``: three network namespaces on one bridged link (iproute2, root): servers bind the
+  wildcard address (``ip netns exec``) and must advertise their veth address; the browser
+  runs in the third, like Home Assistant on another host. The second server host lets two
+  servers contend for one name as two machines on a LAN do.
 
 Servers and the browser (:mod:`tests.mdns_browser`) run as subprocesses, so a test can send
 them SIGTERM and read their logs.
@@ -40,6 +41,8 @@ SERVER_V4 = "10.213.7.1"
 BROWSER_V4 = "10.213.7.2"
 SERVER_V6 = "fd57:7979::1"
 BROWSER_V6 = "fd57:7979::2"
+SECOND_V4 = "10.213.7.3"
+SECOND_V6 = "fd57:7979::3"
 
 
 @dataclass
@@ -50,6 +53,8 @@ class MdnsLab:
     server_host: str
     """Host of the servers' ``tcp://`` URI (``127.0.0.1``, or ``0.0.0.0`` in a namespace)."""
     server_prefix: list[str] = field(default_factory=list)
+    second_server_prefix: list[str] | None = None
+    """Prefix that runs a server on another host than ``server_prefix`` (netns only)."""
     browser_prefix: list[str] = field(default_factory=list)
     browser_interfaces: list[str] = field(default_factory=list)
     server_addresses: tuple[str, ...] = ()
@@ -102,27 +107,39 @@ def _ip(*args: str) -> None:
 
 @contextlib.contextmanager
 def network_namespaces() -> Iterator[MdnsLab]:
-    """Two namespaces, ``server`` and ``browser``, joined by a veth pair with IPv4 and
-    IPv6 addresses; deleted (with the veth pair) on exit.
+    """Three hosts on one link: namespaces ``server`` and ``second`` (another server host) and
+    ``browser``, each with IPv4 and IPv6 addresses, their veth pairs joined by a bridge in the
+    browser's namespace; all deleted on exit.
+
+    Two responders must sit on different hosts for RFC 6762 §8.1 probing to be tested: the
+    first probe asks for a unicast answer (the QU bit), sent to the prober's address and port
+    5353, and where two responders share that address the kernel hands each datagram to only
+    one of their ``SO_REUSEPORT`` sockets.
 
     Raises:
         RuntimeError: iproute2 failed (e.g. no permission in a container).
     """
     tag = f"{os.getpid() % 100000}{int(time.monotonic() * 1000) % 1000}"
-    server_ns, browser_ns = f"wyo-{tag}-s", f"wyo-{tag}-b"
-    server_if, browser_if = f"wyo{tag}s"[:15], f"wyo{tag}b"[:15]
+    server_ns, second_ns, browser_ns = f"wyo-{tag}-s", f"wyo-{tag}-t", f"wyo-{tag}-b"
+    bridge = f"wyo{tag}br"[:15]
     created: list[str] = []
     try:
-        for ns in (server_ns, browser_ns):
+        for ns in (server_ns, second_ns, browser_ns):
             _ip("netns", "add", ns)
             created.append(ns)
-        _ip("-n", server_ns, "link", "add", server_if, "type", "veth", "peer", "name", browser_if,
-            "netns", browser_ns)  # fmt: skip
-        for ns, ifname, v4, v6 in (
-            (server_ns, server_if, SERVER_V4, SERVER_V6),
-            (browser_ns, browser_if, BROWSER_V4, BROWSER_V6),
-        ):
             _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", browser_ns, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0")
+        _ip("-n", browser_ns, "addr", "add", f"{BROWSER_V4}/24", "dev", bridge)
+        _ip("-n", browser_ns, "addr", "add", f"{BROWSER_V6}/64", "dev", bridge, "nodad")
+        _ip("-n", browser_ns, "link", "set", bridge, "up")
+        for ns, letter, v4, v6 in (
+            (server_ns, "s", SERVER_V4, SERVER_V6),
+            (second_ns, "t", SECOND_V4, SECOND_V6),
+        ):
+            ifname, port = f"wyo{tag}{letter}"[:15], f"wyo{tag}{letter}p"[:15]
+            _ip("-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port,
+                "netns", browser_ns)  # fmt: skip
+            _ip("-n", browser_ns, "link", "set", port, "master", bridge, "up")
             _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
             _ip("-n", ns, "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
             _ip("-n", ns, "link", "set", ifname, "up")
@@ -130,8 +147,9 @@ def network_namespaces() -> Iterator[MdnsLab]:
             kind="netns",
             server_host="0.0.0.0",
             server_prefix=["ip", "netns", "exec", server_ns],
+            second_server_prefix=["ip", "netns", "exec", second_ns],
             browser_prefix=["ip", "netns", "exec", browser_ns],
-            server_addresses=(SERVER_V4, SERVER_V6),
+            server_addresses=(SERVER_V4, SERVER_V6, SECOND_V4, SECOND_V6),
         )
     finally:
         for ns in created:

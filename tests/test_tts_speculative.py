@@ -62,11 +62,13 @@ async def test_a_sentence_started_early_is_withdrawn_when_the_text_goes_on(
 ) -> None:
     """ "It is 3." looks finished until "5 degrees" follows: the early request is cancelled
     before any of its audio plays, and the whole sentence is spoken once."""
-    fake.tts_first_byte_delay = 0.5
+    fake.speech_hold = asyncio.Event()  # no audio until the text has gone on
     async with stream(port) as (client, result, reader):
         await client.write_event(SynthesizeChunk(text="It is 3.").event())
         await requested(fake, "It is 3.")
         await client.write_event(SynthesizeChunk(text="5 degrees outside.").event())
+        await requested(fake, "It is 3.5 degrees outside.")
+        fake.speech_hold.set()
         await client.write_event(SynthesizeStop().event())
         await asyncio.wait_for(reader, 10)
     assert result.audio == spoken("It is 3.5 degrees outside.")
@@ -103,17 +105,16 @@ async def test_abbreviations_and_unfinished_text_are_not_started_early(
 
 
 async def test_every_complete_sentence_is_requested_at_once(fake: FakeOpenAI, port: int) -> None:
-    """A reply of four sentences in one chunk: all four requests are under way before the
-    first one's audio has finished arriving (the fake speaks slowly)."""
-    fake.tts_first_byte_delay = 1.0  # a wide margin on a loaded machine
-    fake.tts_chunk_bytes = 4800
-    fake.tts_chunk_interval = 0.1  # 48,000 bytes/s: real time for 24 kHz s16
+    """A reply of four sentences in one chunk: all four requests are under way while the
+    fake has not sent a byte of the first one's audio."""
+    fake.speech_hold = asyncio.Event()
     sentences = ["One two three.", "Four five six.", "Seven eight.", "Nine ten."]
     async with stream(port) as (client, result, reader):
         await client.write_event(SynthesizeChunk(text=" ".join(sentences)).event())
-        await requested(fake, sentences[-1])
-        first = fake.speech_streams[0]
-        assert not first.completed  # the first is still speaking
+        for sentence in sentences:
+            await requested(fake, sentence)  # hangs (and fails) if one waited for audio
+        assert all(s.first_byte_at is None for s in fake.speech_streams)
+        fake.speech_hold.set()
         await client.write_event(SynthesizeStop().event())
         await asyncio.wait_for(reader, 20)
     assert result.audio == spoken(*sentences)
