@@ -15,8 +15,8 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, ha_transcribe, make_settings, running_server
+from wyoming_openai import upstream
 from wyoming_openai.config import load_settings
-from wyoming_openai.retirement import is_model_retired
 from wyoming_openai.tts.auto import is_openai_base_url
 
 KEY = {"OPENAI_API_KEY": "sk-test"}
@@ -130,7 +130,8 @@ def _status_error(status: int, code: str | None, message: str) -> openai.APIStat
 def test_retired_model_answers_are_recognised(
     status: int, code: str | None, message: str, retired: bool
 ) -> None:
-    assert is_model_retired(_status_error(status, code, message)) is retired
+    error = upstream.from_exception(_status_error(status, code, message), "speech synthesis")
+    assert error.model_retired is retired
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
-"""Errors the bridge reports to Wyoming clients, and their codes.
+"""Errors the bridge reports to its clients, their codes, and what each code means for
+retries and the local fallback.
 
-Every failure that reaches a client is a :class:`BridgeError`: the handler turns it
-into a Wyoming ``error {text, code}`` event. Messages are written for a person and
-never contain credentials.
+Every failure that reaches a client is a :class:`BridgeError`: the Wyoming handler turns
+it into an ``error {text, code}`` event. Messages are written for a person and never
+contain credentials. Failures of the OpenAI side become BridgeErrors in one place,
+:mod:`wyoming_openai.upstream`.
 """
 
 from __future__ import annotations
@@ -52,20 +54,47 @@ class ErrorCode(StrEnum):
     """A fault inside this server; details are in its log."""
 
 
+RETRYABLE_CODES = frozenset(
+    {ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED}
+)
+"""Transient upstream failures, worth another try: connection refused or dropped, HTTP 5xx,
+no answer in time, 429 rate limit. Never retried: a refused key, no quota (429
+``insufficient_quota`` never succeeds on retry), an unknown model, a rejected request."""
+
+OUTAGE_CODES = RETRYABLE_CODES | {ErrorCode.QUOTA_EXCEEDED}
+"""Upstream failures the local engines answer in place of OpenAI (``fallback: local``):
+the service cannot be reached, fails, does not answer in time, or refuses more work. A
+request rejected for what it is (bad audio, unknown model, refused key) is reported, not
+hidden behind another engine: a local answer would mask a setting the user must fix."""
+
+
 class BridgeError(Exception):
-    """A failure to report to the client as a Wyoming ``error`` event.
+    """A failure to report to the client (a Wyoming ``error`` event).
 
     Args:
         code: the :class:`ErrorCode` sent as ``error.code``.
         message: the human-readable ``error.text``; registered secrets are removed
             (:mod:`wyoming_openai.redact`).
+        model_retired: the service said the requested model is retired or unknown
+            (set by :mod:`wyoming_openai.upstream`; true for every ``model-not-found``).
     """
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, model_retired: bool = False) -> None:
         message = redact(message)
         super().__init__(message)
         self.code = code
         self.message = message
+        self.model_retired = model_retired or code == ErrorCode.MODEL_NOT_FOUND
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed (:data:`RETRYABLE_CODES`)."""
+        return self.code in RETRYABLE_CODES
+
+    @property
+    def outage(self) -> bool:
+        """Whether the local engines may answer instead (:data:`OUTAGE_CODES`)."""
+        return self.code in OUTAGE_CODES
 
     def __str__(self) -> str:
         return f"{self.message} ({self.code})"

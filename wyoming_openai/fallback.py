@@ -1,11 +1,8 @@
 """When the OpenAI side may be replaced by the local engines, and for how long.
 
-Only outages fall back: the service cannot be reached or fails (``upstream-unavailable``:
-connection refused, HTTP 5xx after the SDK's retries, a dropped connection), does not
-answer in time (``timeout``), or refuses more work (``quota-exceeded``, ``rate-limited``
-after retries). A request the service rejected for what it is (bad audio, unknown model,
-refused key) is reported, not hidden behind another engine: a local answer would mask a
-setting the user has to fix.
+Only outages fall back (``BridgeError.outage``, :data:`wyoming_openai.errors.OUTAGE_CODES`):
+a request the service rejected for what it is is reported, not hidden behind another
+engine.
 """
 
 from __future__ import annotations
@@ -14,24 +11,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .errors import BridgeError, ErrorCode
+from .errors import BridgeError
 
 _LOGGER = logging.getLogger(__name__)
-
-FALLBACK_CODES = frozenset(
-    {
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        ErrorCode.TIMEOUT,
-        ErrorCode.QUOTA_EXCEEDED,
-        ErrorCode.RATE_LIMITED,
-    }
-)
-"""Error codes of an OpenAI failure that the local engines answer instead."""
-
-
-def is_fallback_error(error: BridgeError) -> bool:
-    """Whether ``error`` is an outage the local engines may cover (see the module docstring)."""
-    return error.code in FALLBACK_CODES
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Which upstream failures are worth another try, and how long to wait before it.
+"""How long to wait before another try at a transient upstream failure.
 
 The SDK's own retries would also retry ``429 insufficient_quota``, which never succeeds
-(``shared/notes/openai.md``, HTTP > Errors), and its back-off (0.5-8 s) is too slow for a
-voice assistant. Callers retry with :class:`RetryPolicy` inside their own deadline.
+(OpenAI API reference, Error codes: "You exceeded your current quota"), and its back-off
+(0.5-8 s, openai-python ``_constants.py``) is too slow for a voice assistant. Callers
+retry with :class:`RetryPolicy` inside their own deadline; which failures are worth it is
+``BridgeError.retryable``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import BridgeError, ErrorCode
+from .errors import BridgeError
 
 T = TypeVar("T")
-
-RETRYABLE = frozenset({ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED})
-"""Transient failures: connection refused/dropped, 5xx, no answer in time, 429 rate limit.
-Never retried: bad key (401/403), no quota, unknown model, rejected request."""
-
-
-def is_retryable(error: BridgeError) -> bool:
-    """Whether another attempt may succeed."""
-    return error.code in RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ class RetryPolicy:
             try:
                 return await attempt()
             except BridgeError as err:
-                if not is_retryable(err) or retry >= self.max_retries:
+                if not err.retryable or retry >= self.max_retries:
                     raise
                 if on_retry is not None:
                     on_retry(err)

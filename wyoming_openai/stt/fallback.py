@@ -2,7 +2,7 @@
 
 Each utterance goes to the OpenAI engine as usual while its audio is also kept (a tee, in
 the OpenAI engine's input format). If the OpenAI session fails with an outage
-(:func:`~wyoming_openai.fallback.is_fallback_error`: cannot connect, 5xx after retries,
+(``BridgeError.outage``: cannot connect, 5xx after retries,
 timeout, quota, rate limit), the whole utterance is given to a local session, the rest of
 the audio follows it, and the local transcript is the answer: the client sees a transcript,
 not an error. Transcript deltas already sent by OpenAI are not repeated: the local session
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
 from ..errors import BridgeError
-from ..fallback import LocalHold, is_fallback_error
+from ..fallback import LocalHold
 from .base import (
     SttEngine,
     SttModelInfo,
@@ -153,7 +153,7 @@ class FallbackSttSession(SttSession):
                 yield event
             return
         except BridgeError as err:
-            if not is_fallback_error(err) or self._tee is None:
+            if not err.outage or self._tee is None:
                 raise
             cause = err
         self._hold.trip(cause)

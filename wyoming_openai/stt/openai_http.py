@@ -8,7 +8,7 @@ Groq...): the utterance is buffered and uploaded as a 16 kHz WAV at ``audio-stop
 ignores ``stream`` and is asked without it (``shared/notes/openai.md``, HTTP).
 
 A configured model the service reports as retired or unknown
-(:func:`~wyoming_openai.retirement.is_model_retired`; ``whisper-1`` and the
+(``BridgeError.model_retired``; ``whisper-1`` and the
 ``gpt-4o-*-transcribe`` models shut down on 2027-02-26) is retried at once, within the
 same utterance, with the current HTTP model (``DEFAULT_MODELS["http"]``); once that
 model has answered, the engine stays with it for the life of the process (logged once).
@@ -20,13 +20,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
 
+from .. import upstream
 from ..audio import PCM_16K_MONO, pcm_to_wav
 from ..errors import BridgeError
-from ..openai_client import bridge_error
-from ..retirement import is_model_retired
-from ..retry import is_retryable
 from .base import (
     SttSession,
     TranscribeRequest,
@@ -37,9 +34,6 @@ from .base import (
 )
 from .models import DEFAULT_MODELS, NO_STREAM_MODELS
 from .openai_base import OpenAISttEngine
-
-if TYPE_CHECKING:
-    pass
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,24 +56,17 @@ class HttpSttEngine(OpenAISttEngine):
     input_format = PCM_16K_MONO
     description_format = "{model} (HTTP transcription)"
 
-    def request_params(
-        self, request: TranscribeRequest, model: str | None = None
-    ) -> dict[str, Any]:
-        """Form fields of the upload for ``model`` (default: :attr:`model`), without
-        ``file`` and ``stream``."""
-        return self.transcription(request, model)
-
     def open(self, request: TranscribeRequest) -> HttpSttSession:
         return HttpSttSession(self, request)
 
-    def fallback_model(self, model: str, error: BaseException) -> str | None:
+    def successor_model(self, model: str, error: BridgeError) -> str | None:
         """The model to retry with after ``model`` failed with ``error``: :data:`CURRENT_MODEL`
         when the service reports ``model`` retired or unknown, else None."""
-        if model == CURRENT_MODEL or not is_model_retired(error):
+        if model == CURRENT_MODEL or not error.model_retired:
             return None
         return CURRENT_MODEL
 
-    def adopt(self, model: str, retired: str, reason: BaseException) -> None:
+    def adopt(self, model: str, retired: str, reason: BridgeError) -> None:
         """``model`` answered where ``retired`` was refused: use it from now on (logged once)."""
         if self._model == retired:
             self._model = model
@@ -133,35 +120,39 @@ class HttpSttSession(SttSession):
             try:
                 await self._upload_retrying(wav, model)
             except Exception as exc:
-                fallback = engine.fallback_model(model, exc) if not self._deltas else None
-                if fallback is None:
-                    raise
+                error = upstream.from_exception(exc, "transcription")
+                successor = engine.successor_model(model, error) if not self._deltas else None
+                if successor is None:
+                    raise error from exc
                 try:
-                    await self._upload(wav, fallback)
-                except Exception as again:
-                    raise (exc if is_model_retired(again) else again) from None
-                engine.adopt(fallback, model, bridge_error(exc, "transcription"))
+                    await self._upload(wav, successor)
+                except Exception as exc_again:
+                    again = upstream.from_exception(exc_again, "transcription")
+                    raise (error if again.model_retired else again) from None
+                engine.adopt(successor, model, error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = bridge_error(exc, "transcription")
+            error = upstream.from_exception(exc, "transcription")
             _LOGGER.warning("HTTP transcription failed: %s", error)
             self._results.put_nowait(error)
 
     async def _upload_retrying(self, wav: bytes, model: str) -> None:
         """:meth:`_upload`, retried on transient failures (429 rate limit, 5xx, network,
-        timeout) while no delta has been passed on yet; anything else is raised as it
-        came, so a retired model can still be recognised.
+        timeout) while no delta has been passed on yet.
+
+        Raises:
+            BridgeError: the failure, classified (retries ran out, or not retryable).
+            Exception: a failure after a delta was passed on (never retried).
         """
 
         async def attempt() -> None:
             try:
                 await self._upload(wav, model)
             except Exception as exc:
-                error = bridge_error(exc, "transcription")
-                if is_retryable(error) and not self._deltas:
-                    raise error from exc
-                raise
+                if self._deltas:
+                    raise
+                raise upstream.from_exception(exc, "transcription") from exc
 
         await self._engine.retry.run(
             attempt, lambda err: _LOGGER.warning("Retrying transcription upload: %s", err)
@@ -172,10 +163,10 @@ class HttpSttSession(SttSession):
         results queue.
 
         Raises:
-            Exception: SDK/network errors (map them with ``bridge_error``).
+            Exception: SDK/network errors (classified by ``upstream.from_exception``).
         """
         file = ("utterance.wav", wav, "audio/wav")
-        params = self._engine.request_params(self._request, model)
+        params = self._engine.transcription(self._request, model)
         if model not in NO_STREAM_MODELS:
             text = ""
             stream = await self._client.audio.transcriptions.create(

@@ -61,11 +61,11 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import upstream
 from ..audio import PCM_24K_MONO
 from ..config import SttSettings
 from ..errors import BridgeError, ErrorCode
-from ..openai_client import bridge_error
-from ..retry import RetryPolicy, is_retryable
+from ..retry import RetryPolicy
 from .base import (
     SttSession,
     TranscribeRequest,
@@ -232,7 +232,7 @@ class RealtimeSttEngine(OpenAISttEngine):
 
         Raises:
             BridgeError: the session could not be configured.
-            Exception: SDK/WebSocket/network errors (map them with ``bridge_error``).
+            Exception: SDK/WebSocket/network errors (``upstream.from_exception``).
         """
         self.warm.remember(request)
         warm = await self.warm.take()
@@ -258,7 +258,7 @@ class RealtimeSttEngine(OpenAISttEngine):
 
         Raises:
             BridgeError: the session could not be configured.
-            Exception: SDK/WebSocket/network errors (map them with ``bridge_error``).
+            Exception: SDK/WebSocket/network errors (``upstream.from_exception``).
         """
         connection = await self._client.realtime.connect(
             extra_query={"intent": "transcription"}
@@ -314,7 +314,7 @@ async def _expect(connection: AsyncRealtimeConnection, event_type: str) -> Any:
         if event.get("type") == event_type:
             return event
         if event.get("type") == "error":
-            raise _upstream_error(event.get("error"))
+            raise upstream.from_realtime_error(event.get("error"), "transcription")
         _LOGGER.debug("Ignoring %s while waiting for %s", event.get("type"), event_type)
 
 
@@ -428,7 +428,7 @@ class WarmSessions:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = bridge_error(exc, "opening a warm transcription session")
+                    error = upstream.from_exception(exc, "opening a warm transcription session")
                     level = logging.WARNING if failures == 0 else logging.DEBUG
                     _LOGGER.log(level, "%s; requests connect on their own meanwhile", error)
                     delay = min(
@@ -627,8 +627,8 @@ class RealtimeSttSession(SttSession):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = bridge_error(exc, "transcription")
-            if not is_retryable(error):
+                error = upstream.from_exception(exc, "transcription")
+            if not error.retryable:
                 raise error
             if self._finished:
                 if not finished_before_attempt:
@@ -778,7 +778,7 @@ class RealtimeSttSession(SttSession):
                         ErrorCode.UPSTREAM_UNAVAILABLE, "transcription session expired"
                     )
                 elif attempt.commits:
-                    raise _upstream_error(error)
+                    raise upstream.from_realtime_error(error, "transcription")
                 else:
                     _LOGGER.warning(
                         "Realtime service reported an error mid-utterance: %s (%s)",
@@ -797,25 +797,3 @@ class RealtimeSttSession(SttSession):
         if len(text) > len(self._emitted) and text.startswith(self._emitted):
             self._results.put_nowait(TranscriptDelta(text[len(self._emitted) :]))
             self._emitted = text
-
-
-def _upstream_error(error: Any) -> BridgeError:
-    """A realtime ``error`` event's ``error`` object (a dict) -> :class:`BridgeError`."""
-    if not isinstance(error, dict):
-        error = {}
-    code = error.get("code") or error.get("type") or "error"
-    message = error.get("message") or "no message"
-    if code == "model_not_found":
-        return BridgeError(ErrorCode.MODEL_NOT_FOUND, f"transcription failed: {message}")
-    if code in ("invalid_api_key", "authentication_error"):
-        return BridgeError(ErrorCode.AUTH_FAILED, "transcription failed: the API key was refused")
-    if code == "insufficient_quota":
-        return BridgeError(ErrorCode.QUOTA_EXCEEDED, "transcription failed: no quota left")
-    if code in ("rate_limit_exceeded", "server_error"):
-        return BridgeError(
-            ErrorCode.RATE_LIMITED
-            if code == "rate_limit_exceeded"
-            else ErrorCode.UPSTREAM_UNAVAILABLE,
-            f"transcription failed: {message}",
-        )
-    return BridgeError(ErrorCode.UPSTREAM_ERROR, f"transcription failed: {message} ({code})")

@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 from ..config import Settings
 from ..errors import BridgeError
-from ..retirement import is_model_retired
 from ..retry import RetryPolicy
 from .base import TtsEngine, VoiceInfo
 from .openai_realtime import RealtimeSpeechEngine
@@ -94,7 +93,7 @@ class AutoTtsEngine(TtsEngine):
                     yield chunk
                 return
             except BridgeError as err:
-                if yielded or not is_model_retired(err):
+                if yielded or not err.model_retired:
                     raise
                 self._move(err)
         async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice)):

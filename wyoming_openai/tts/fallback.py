@@ -3,7 +3,7 @@
 Per piece of text (a sentence of a stream, or a whole ``synthesize`` text), as the
 synthesis pipeline asks for it:
 
-- OpenAI fails with an outage (:func:`~wyoming_openai.fallback.is_fallback_error`) before
+- OpenAI fails with an outage (``BridgeError.outage``) before
   any audio of the piece came: Piper speaks the piece instead, **in the OpenAI engine's
   format** (24 kHz s16 mono: Piper's 22,050 Hz is resampled), because Home Assistant writes
   one WAV header from the stream's first ``audio-start`` and passes every later chunk
@@ -28,7 +28,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from ..errors import BridgeError
-from ..fallback import LocalHold, is_fallback_error
+from ..fallback import LocalHold
 from .base import TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
@@ -109,7 +109,7 @@ class FallbackTtsEngine(TtsEngine):
                         yield pcm
                 return
             except BridgeError as err:
-                if not is_fallback_error(err):
+                if not err.outage:
                     raise
                 cause = err
             self._hold.trip(cause)

@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 import jiwer
 
+from .. import upstream
 from ..audio import PCM_24K_MONO
 from ..config import OPENAI_VOICES, TtsSettings
 from ..errors import BridgeError, ErrorCode
-from ..openai_client import bridge_error
 from .base import TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
@@ -148,28 +148,6 @@ def check_fidelity(text: str, spoken: str, max_wer: float) -> float:
     return rate
 
 
-# ------------------------------------------------------------------------- errors
-
-
-def upstream_error(error: Any) -> BridgeError:
-    """A realtime ``error`` object (``RealtimeError`` or ``response.status_details.error``)
-    -> :class:`BridgeError`. The message is the service's own (it never contains the key)."""
-    code = getattr(error, "code", None) or getattr(error, "type", None) or "error"
-    message = getattr(error, "message", None) or "no message"
-    kind = getattr(error, "type", None)
-    if code == "model_not_found":
-        return BridgeError(ErrorCode.MODEL_NOT_FOUND, f"{WHAT} failed: {message}")
-    if code in ("invalid_api_key", "authentication_error"):
-        return BridgeError(ErrorCode.AUTH_FAILED, f"{WHAT} failed: the API key was refused")
-    if code == "insufficient_quota":
-        return BridgeError(ErrorCode.QUOTA_EXCEEDED, f"{WHAT} failed: no quota left")
-    if code == "rate_limit_exceeded":
-        return BridgeError(ErrorCode.RATE_LIMITED, f"{WHAT} failed: rate limited")
-    if code == "session_expired" or kind == "server_error" or code == "server_error":
-        return BridgeError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{WHAT} failed: {message} ({code})")
-    return BridgeError(ErrorCode.UPSTREAM_ERROR, f"{WHAT} failed: {message} ({code})")
-
-
 # ------------------------------------------------------------------------- sessions
 
 
@@ -241,14 +219,14 @@ class _Response:
             if event_id.startswith(DELETE_EVENT_PREFIX) or error.code in IGNORED_ERROR_CODES:
                 _LOGGER.debug("Ignoring realtime error %s: %s", error.code, error.message)
             else:
-                raise upstream_error(error)
+                raise upstream.from_realtime_error(error, WHAT)
         return b""
 
     def failure(self) -> BridgeError | None:
         """The error a finished response without audio stands for (None: it is fine)."""
         if self.status == "failed":
             if self.status_error is not None:
-                return upstream_error(self.status_error)
+                return upstream.from_realtime_error(self.status_error, WHAT)
             return BridgeError(ErrorCode.UPSTREAM_ERROR, f"{WHAT} failed: the response failed")
         if self.status in ("cancelled", "incomplete") and not self.audio_bytes:
             reason = self.status_reason or self.status
@@ -401,7 +379,7 @@ class RealtimeSpeechEngine(TtsEngine):
                 self._after_response(session, response, cancel=True)
                 raise
             except Exception as exc:
-                error = bridge_error(exc, WHAT)
+                error = upstream.from_exception(exc, WHAT)
                 self._discard(session)
                 stale = reused and error.code == ErrorCode.UPSTREAM_UNAVAILABLE
                 if stale and not yielded and attempt == 0:
@@ -454,7 +432,7 @@ class RealtimeSpeechEngine(TtsEngine):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise bridge_error(exc, WHAT) from exc
+            raise upstream.from_exception(exc, WHAT) from exc
 
     async def _open(self, voice: str) -> _Session:
         """Connect, await ``session.created``, configure, await ``session.updated``."""
@@ -479,7 +457,7 @@ class RealtimeSpeechEngine(TtsEngine):
             if event.type == event_type:
                 return
             if event.type == "error":
-                raise upstream_error(event.error)
+                raise upstream.from_realtime_error(event.error, WHAT)
             _LOGGER.debug("Ignoring realtime event %s while waiting for %s", event.type, event_type)
 
     async def _request(self, session: _Session, response: _Response) -> None:

@@ -13,9 +13,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from .. import upstream
 from ..audio import PCM_24K_MONO
 from ..config import TtsSettings
-from ..openai_client import bridge_error
 from ..retry import RetryPolicy
 from .base import TtsEngine, VoiceInfo
 
@@ -78,13 +78,13 @@ class OpenAISpeechEngine(TtsEngine):
 
         Raises:
             BridgeError: with the SDK's exception as ``__cause__`` (a retired model is
-                recognised from it, :mod:`wyoming_openai.retirement`).
+                recognised from it, ``BridgeError.model_retired``).
         """
         manager = self._client.audio.speech.with_streaming_response.create(**params)
         try:
             return manager, await manager.__aenter__()
         except Exception as exc:
-            raise bridge_error(exc, "speech synthesis") from exc
+            raise upstream.from_exception(exc, "speech synthesis") from exc
 
     async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
         frame = self.output_format.frame_bytes
@@ -104,7 +104,7 @@ class OpenAISpeechEngine(TtsEngine):
                 if whole:
                     yield data[:whole]
         except Exception as exc:
-            raise bridge_error(exc, "speech synthesis") from exc
+            raise upstream.from_exception(exc, "speech synthesis") from exc
         finally:
             await manager.__aexit__(None, None, None)
         if carry:
