@@ -140,3 +140,26 @@ def test_every_setting_has_a_flag_except_the_key() -> None:
             assert "--openai-api-key " not in help_text
             continue
         assert flag_name(name) in help_text
+
+
+@pytest.mark.parametrize("source", ["file", "env", "flag"])
+def test_a_renamed_setting_still_works_with_one_warning(
+    source: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``tts.realtime_fallback`` is now ``tts.realtime_move``; the old name keeps working."""
+    argv: list[str] = []
+    env = {"OPENAI_API_KEY": KEY}
+    if source == "file":
+        config = tmp_path / "config.yaml"
+        config.write_text("tts:\n  realtime_fallback: true\n")
+        argv = ["--config", str(config)]
+    elif source == "env":
+        env["WYOMING_OPENAI_TTS_REALTIME_FALLBACK"] = "true"
+    else:
+        argv = ["--tts-realtime-fallback", "true"]
+    with caplog.at_level("WARNING", logger="wyoming_openai.config"):
+        settings = load_settings(argv, env)
+    assert settings.tts.realtime_move is True
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "tts.realtime_fallback" in warning and "tts.realtime_move" in warning
+    assert "\n" not in warning

@@ -279,7 +279,7 @@ async def test_fallback_none_reports_the_outage(fake: FakeOpenAI) -> None:
     settings = make_settings(fake.base_url, "--fallback", "none", "--openai-max-retries", "0")
     async with running_server(settings) as server:
         assert server.port is not None
-        assert server.plan.fallback is False
+        assert server.engines.plan.fallback is False
         stt = await ha_transcribe(server.port, piper_16k(TEXT))
         tts = await ha_synthesize_stream(server.port, REPLY)
     assert stt.error is not None and stt.error.code == "upstream-unavailable"

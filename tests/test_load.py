@@ -48,8 +48,7 @@ async def settle(predicate, what: str, seconds: float = 10.0) -> None:  # type: 
 
 
 def handler_count(server: WyomingOpenAIServer) -> int:
-    inner = server._server
-    return len(getattr(inner, "_handlers", {}))
+    return server.connection_count
 
 
 async def test_fifty_simultaneous_clients_each_get_their_own_result(

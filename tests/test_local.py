@@ -34,7 +34,7 @@ from tests.harness import (
 )
 from wyoming_openai.audio import AudioConverter, AudioFormat
 from wyoming_openai.config import ConfigError, Settings, load_settings
-from wyoming_openai.engines import plan_engines
+from wyoming_openai.plan import plan_engines
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine
 
@@ -86,7 +86,7 @@ async def test_no_key_serves_locally_and_info_names_the_local_engines(
 ) -> None:
     caplog.set_level(logging.INFO)
     async with running_server(local_settings(base_url=fake.base_url)) as server:
-        assert server.plan.serving == "local"
+        assert server.engines.plan.serving == "local"
         assert server.port is not None
         info = await describe(server.port)
     (asr,) = info.asr
@@ -272,7 +272,7 @@ async def test_slim_install_with_a_key_serves_openai_without_fallback(
         {"OPENAI_API_KEY": API_KEY},
     )
     async with running_server(settings) as server:
-        assert server.plan.serving == "openai" and not server.plan.fallback
+        assert server.engines.plan.serving == "openai" and not server.engines.plan.fallback
         assert server.port is not None
         info = await describe(server.port)
         result = await ha_transcribe(server.port, b"\x01\x00" * 8000)

@@ -183,7 +183,7 @@ async def test_auto_mode_moves_to_realtime_when_the_speech_model_is_retired(
     """2027-01-06: the speech model answers 404; the same request is spoken by the
     realtime model, and every later one goes straight there."""
     fake.retired_models = RETIRED_SPEECH
-    settings = make_settings(fake.base_url, "--tts-realtime-fallback", "true")
+    settings = make_settings(fake.base_url, "--tts-realtime-move", "true")
     assert settings.tts.mode == "auto"
     async with running_server(settings) as server:
         assert server.port is not None

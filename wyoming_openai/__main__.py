@@ -38,11 +38,11 @@ def setup_logging(settings: Settings) -> None:
 
 async def main(argv: Sequence[str] | None = None) -> int:
     """Load settings, then serve until SIGTERM/SIGINT. Returns the exit code."""
-    from .engines import plan_engines  # does not import the SDK nor the local engines
+    from .plan import plan_engines  # imports neither the SDK nor the local engines
 
     try:
         settings = load_settings(argv)
-        plan_engines(settings)  # the local engines are installed where they are needed
+        plan = plan_engines(settings)  # the local engines are installed where they are needed
     except ConfigError as err:
         print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
         return 2
@@ -51,10 +51,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings)
     logging.getLogger(__name__).info("wyoming-openai %s", __version__)
 
-    from .server import WyomingOpenAIServer  # imports the SDK: after the settings are valid
+    # The SDK is imported once the settings are valid.
+    from .engines import build_engines
+    from .server import WyomingOpenAIServer
 
-    server = WyomingOpenAIServer(settings)
     try:
+        server = WyomingOpenAIServer(settings, build_engines(settings, plan))
         await server.run()
     except ConfigError as err:  # a local model or voice that cannot be loaded
         print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)

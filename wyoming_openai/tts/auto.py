@@ -13,30 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from ..config import Settings
 from ..errors import BridgeError
-from ..retry import RetryPolicy
 from .base import TtsEngine, VoiceInfo
 from .openai_realtime import RealtimeSpeechEngine
 from .openai_speech import OpenAISpeechEngine
 
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-
 _LOGGER = logging.getLogger(__name__)
-
-OPENAI_API_HOST = "api.openai.com"
-"""OpenAI's API host; regional hosts (``us.api.openai.com``, ...) are its subdomains."""
-
-
-def is_openai_base_url(base_url: str) -> bool:
-    """Whether ``base_url`` is OpenAI's own API (``api.openai.com`` or a regional
-    ``*.api.openai.com``), not an OpenAI-compatible server."""
-    host = (urlparse(base_url).hostname or "").lower().rstrip(".")
-    return host == OPENAI_API_HOST or host.endswith("." + OPENAI_API_HOST)
 
 
 class AutoTtsEngine(TtsEngine):
@@ -120,30 +103,3 @@ class AutoTtsEngine(TtsEngine):
         if voice in {info.name for info in self._realtime.voices()}:
             return voice
         return self._realtime.substitute_voice(voice) or self._realtime.default_voice()
-
-
-def build_tts_engine(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
-    """The TTS engine ``tts.mode`` asks for.
-
-    ``auto`` gives an :class:`AutoTtsEngine` when the move is allowed
-    (``tts.realtime_fallback``, by default: the base URL is OpenAI's), else the
-    ``/v1/audio/speech`` engine alone.
-    """
-    tts = settings.tts
-    speech = OpenAISpeechEngine(client, tts, RetryPolicy(max_retries=settings.openai.max_retries))
-    if tts.mode == "speech":
-        return speech
-    realtime = RealtimeSpeechEngine(
-        client,
-        tts,
-        connect_timeout=settings.openai.connect_timeout,
-        response_timeout=settings.openai.timeout,
-    )
-    if tts.mode == "realtime":
-        return realtime
-    fallback = tts.realtime_fallback
-    if fallback is None:
-        fallback = is_openai_base_url(settings.openai.base_url)
-    if not fallback:
-        return speech
-    return AutoTtsEngine(speech, realtime, tts.model)
