@@ -27,7 +27,7 @@ from tests.harness import (
     running_server,
 )
 from tests.test_stt import tone
-from wyoming_openai.stt.openai_realtime import APPEND_BATCH_MS
+from wyoming_openai.stt.realtime import APPEND_BATCH_MS
 
 Case = Callable[[FakeOpenAI, int], Awaitable[tuple[list[str], float, str]]]
 

@@ -23,7 +23,7 @@ from tests.harness import (
     running_server,
 )
 from tests.test_stt import piper_16k, tone, use_whisper
-from wyoming_openai.stt.openai_realtime import APPEND_BATCH_MS
+from wyoming_openai.stt.realtime import APPEND_BATCH_MS
 
 TEXT = "Turn on the kitchen lights."
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .stt.vad import EndOfSpeechDetector
+from .vad import EndOfSpeechDetector
 
 NO_SPEECH_SECONDS = 5.0
 """Audio without any speech after which an utterance ends with an empty transcript."""

@@ -31,7 +31,7 @@ from .stt.base import SttEngine
 from .stt.fallback import FallbackSttEngine
 from .stt.local_whisper import LocalWhisperEngine
 from .stt.openai_http import HttpSttEngine
-from .stt.openai_realtime import RealtimeSttEngine
+from .stt.realtime import RealtimeSttEngine
 from .tts.auto import AutoTtsEngine
 from .tts.base import TtsEngine
 from .tts.fallback import FallbackTtsEngine

@@ -17,7 +17,13 @@ from ..audio import AudioFormat
 from ..errors import BridgeError
 
 if TYPE_CHECKING:
-    from .vad import EndOfSpeechDetector
+    from ..vad import EndOfSpeechDetector
+
+MIN_UTTERANCE_MS = 100
+"""Utterances shorter than this get an empty transcript without asking any engine: the
+realtime service rejects a commit of less audio (``input_audio_buffer_commit_empty``,
+"buffer too small. Expected at least 100ms of audio"), and every engine answers alike.
+"""
 
 
 @dataclass(frozen=True)

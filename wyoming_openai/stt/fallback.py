@@ -33,7 +33,7 @@ from .base import (
 from .local_whisper import LocalWhisperEngine
 
 if TYPE_CHECKING:
-    from .vad import EndOfSpeechDetector
+    from ..vad import EndOfSpeechDetector
 
 _LOGGER = logging.getLogger(__name__)
 

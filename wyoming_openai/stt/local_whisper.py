@@ -38,6 +38,7 @@ from ..audio import PCM_16K_MONO, AudioConverter, AudioFormat
 from ..config import WHISPER_LANGUAGES, ConfigError, LocalSettings, SttSettings
 from ..errors import BridgeError, ErrorCode
 from .base import (
+    MIN_UTTERANCE_MS,
     SttEngine,
     SttModelInfo,
     SttSession,
@@ -58,9 +59,6 @@ _LOGGER = logging.getLogger(__name__)
 PAD_MS = 250
 """Silence added before and after the utterance, milliseconds."""
 
-MIN_AUDIO_MS = 100
-"""Shorter utterances get an empty transcript without running the model (as on the
-OpenAI paths)."""
 
 ENGLISH_ONLY_VOCABULARY = 51864
 """Vocabulary size of the English-only Whisper models (``*.en``); multilingual ones have
@@ -342,7 +340,7 @@ class LocalWhisperSession(SttSession):
         self._audio = bytearray()
 
     async def _transcribe(self) -> None:
-        if len(self._audio) < self._source.bytes_for_ms(MIN_AUDIO_MS):
+        if len(self._audio) < self._source.bytes_for_ms(MIN_UTTERANCE_MS):
             self._results.put_nowait(TranscriptFinal(""))
             return
         loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from .. import upstream
 from ..audio import PCM_16K_MONO, pcm_to_wav
 from ..errors import BridgeError
 from .base import (
+    MIN_UTTERANCE_MS,
     SttSession,
     TranscribeRequest,
     TranscriptDelta,
@@ -38,10 +39,7 @@ from .openai_base import OpenAISttEngine
 _LOGGER = logging.getLogger(__name__)
 
 
-MIN_AUDIO_MS = 100
-"""Shorter utterances get an empty transcript without a request (as on the realtime path)."""
-
-CURRENT_MODEL = DEFAULT_MODELS["http"]
+SUCCESSOR_MODEL = DEFAULT_MODELS["http"]
 """Where a retired or unknown model moves to."""
 
 
@@ -60,11 +58,11 @@ class HttpSttEngine(OpenAISttEngine):
         return HttpSttSession(self, request)
 
     def successor_model(self, model: str, error: BridgeError) -> str | None:
-        """The model to retry with after ``model`` failed with ``error``: :data:`CURRENT_MODEL`
+        """The model to retry with after ``model`` failed with ``error``: :data:`SUCCESSOR_MODEL`
         when the service reports ``model`` retired or unknown, else None."""
-        if model == CURRENT_MODEL or not error.model_retired:
+        if model == SUCCESSOR_MODEL or not error.model_retired:
             return None
-        return CURRENT_MODEL
+        return SUCCESSOR_MODEL
 
     def adopt(self, model: str, retired: str, reason: BridgeError) -> None:
         """``model`` answered where ``retired`` was refused: use it from now on (logged once)."""
@@ -110,7 +108,7 @@ class HttpSttSession(SttSession):
         self._audio = bytearray()
 
     async def _transcribe(self) -> None:
-        if len(self._audio) < PCM_16K_MONO.bytes_for_ms(MIN_AUDIO_MS):
+        if len(self._audio) < PCM_16K_MONO.bytes_for_ms(MIN_UTTERANCE_MS):
             self._results.put_nowait(TranscriptFinal(""))
             return
         wav = pcm_to_wav(bytes(self._audio), PCM_16K_MONO)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from ..audio import PCM_24K_MONO
+from .audio import PCM_24K_MONO
 
 VAD_RATE = 16000
 """Hz: the rate ``earshot`` models."""

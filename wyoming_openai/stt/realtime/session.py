@@ -1,0 +1,387 @@
+"""One utterance streamed into realtime transcription sessions, never lost.
+
+Speculative commit: Home Assistant sends ``audio-stop`` only after 0.7 s of silence
+(``homeassistant/components/assist_pipeline/vad.py``). A local voice-activity detector
+(:mod:`wyoming_openai.vad`) hears the end of speech about 0.3 s into that silence, and
+the audio so far is committed then, so the model finalizes while Home Assistant is still
+counting. If speech resumes, the audio goes on into a new item, which is committed at the
+next end of speech or at ``audio-stop``; the answer joins the items' transcripts in order.
+At ``audio-stop`` only what is left is committed, and only if it holds speech.
+
+A commit of under 100 ms of audio is answered with ``error.code =
+input_audio_buffer_commit_empty``, so a shorter utterance is answered with an empty
+transcript and never committed.
+
+Never losing an utterance: the session keeps all audio of the utterance (bounded by the
+caller's utterance limit). If the connection cannot be made, drops, or the session
+expires, it connects again and replays the utterance from its start into the new session;
+deltas already passed on are not repeated. A replay after a commit commits the whole
+utterance at ``audio-stop``. Transient failures are retried with back-off
+(:mod:`wyoming_openai.retry`); after ``audio-stop`` the transcript must arrive within the
+engine's ``result_timeout`` seconds, retries included.
+
+Lifecycle: one owned task runs the attempts; every failure becomes a
+:class:`BridgeError` in the results queue; ``aclose()`` cancels the task and closes the
+WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ... import realtime_wire as wire
+from ... import upstream
+from ...audio import PCM_24K_MONO
+from ...errors import BridgeError, ErrorCode
+from ..base import (
+    MIN_UTTERANCE_MS,
+    SttSession,
+    TranscribeRequest,
+    TranscriptDelta,
+    TranscriptEvent,
+    TranscriptFinal,
+    drain_results,
+)
+
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection
+
+    from ...vad import EndOfSpeechDetector
+    from .engine import RealtimeSttEngine
+
+_LOGGER = logging.getLogger(__name__)
+
+MIN_COMMIT_BYTES = PCM_24K_MONO.bytes_for_ms(MIN_UTTERANCE_MS)
+
+MAX_APPEND_BYTES = 512 * 1024
+"""Audio per ``input_audio_buffer.append`` (the service allows 15 MiB; smaller keeps
+WebSocket frames short when a backlog or a replay is sent at once)."""
+
+APPEND_BATCH_MS = 80
+"""Audio gathered into one ``input_audio_buffer.append`` while the person speaks, ms. The
+answer comes no later for it: before a commit whatever is held is sent at once."""
+
+APPEND_BATCH_BYTES = PCM_24K_MONO.bytes_for_ms(APPEND_BATCH_MS)
+
+WHAT = "transcription"
+
+
+@dataclass
+class _Attempt:
+    """One connection's commits and their transcripts, in commit order."""
+
+    speculative: bool
+    commits: int = 0
+    sending_done: bool = False
+    order: list[str | None] = field(default_factory=list)  # item ids (None: empty commit)
+    texts: dict[str, str] = field(default_factory=dict)  # deltas so far, per item id
+    finals: dict[str, str] = field(default_factory=dict)  # completed transcripts
+    answered: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Every commit sent is transcribed and no more will be sent."""
+        return (
+            self.sending_done
+            and len(self.order) == self.commits
+            and all(item is None or item in self.finals for item in self.order)
+        )
+
+    def text(self) -> str:
+        """The transcript so far: finished items, then the first unfinished one's deltas."""
+        parts: list[str] = []
+        for item in self.order:
+            if item is None:
+                continue
+            if item in self.finals:
+                parts.append(self.finals[item])
+                continue
+            parts.append(self.texts.get(item, ""))
+            break
+        return " ".join(part.strip() for part in parts if part.strip())
+
+
+class RealtimeSttSession(SttSession):
+    """One utterance, possibly over several connections (see the module docstring)."""
+
+    def __init__(self, engine: RealtimeSttEngine, request: TranscribeRequest) -> None:
+        self._engine = engine
+        self._request = request
+        self._audio = bytearray()  # the whole utterance, 24 kHz s16le mono
+        self._audio_added = asyncio.Event()
+        self._wake_at = 1  # bytes of audio at which the sender wants waking
+        self._vad: EndOfSpeechDetector | None = None
+        if engine.speculative_commit:
+            from ...vad import EndOfSpeechDetector  # not needed at start-up
+
+            self._vad = EndOfSpeechDetector()
+        self._speech_ends: list[int] = []  # offsets into _audio where speech ended
+        self._committed = False  # some attempt sent a commit (a replay commits at the end)
+        self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
+        self._emitted = ""  # delta text already given out (not repeated after a replay)
+        self._finished = False
+        self._finish_event = asyncio.Event()
+        self._deadline: asyncio.Timeout | None = None
+        self._closed = False
+        self.attempts = 0
+        """Connections tried for this utterance (1 when nothing went wrong)."""
+        self.speculative_commits = 0
+        """Commits sent before ``audio-stop`` (for logs and tests)."""
+        self._task = asyncio.create_task(self._run(), name="realtime-stt")
+
+    # ---------------------------------------------------------------- SttSession
+
+    def send_audio(self, pcm: bytes) -> None:
+        if not pcm or self._finished:
+            return
+        self._audio += pcm
+        if self._vad is not None:
+            for end in self._vad.feed(pcm):
+                self._speech_ends.append(min(end, len(self._audio)))
+                self._audio_added.set()
+        if len(self._audio) >= self._wake_at:
+            self._audio_added.set()
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._finish_event.set()
+        self._audio_added.set()
+        self._start_deadline()
+
+    def results(self) -> AsyncIterator[TranscriptEvent]:
+        return drain_results(self._results)
+
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        return self._vad
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    # ---------------------------------------------------------------- attempts
+
+    def _start_deadline(self) -> None:
+        if self._deadline is not None and self._finished:
+            loop = asyncio.get_running_loop()
+            self._deadline.reschedule(loop.time() + self._engine.result_timeout)
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                self._start_deadline()
+                await self._attempts()
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            error = BridgeError(
+                ErrorCode.TIMEOUT,
+                f"transcription failed: no transcript within {self._engine.result_timeout:g} s",
+            )
+            _LOGGER.warning("%s", error)
+            self._results.put_nowait(error)
+        except BridgeError as error:
+            _LOGGER.warning("Realtime transcription failed: %s", error)
+            self._results.put_nowait(error)
+
+    async def _attempts(self) -> None:
+        """Attempt until a transcript, a permanent failure, or no retries left.
+
+        While the person is still speaking, transient failures are retried for as long as
+        it takes (the audio is kept; the back-off grows). ``audio-stop`` cuts a back-off
+        short and starts a fresh schedule: at most ``retry.max_retries`` more attempts,
+        within the deadline, so a service that is down is reported in well under a second.
+        """
+        retries_after_finish = 0
+        retry = 0
+        while True:
+            finished_before_attempt = self._finished
+            self.attempts += 1
+            try:
+                await self._attempt()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = upstream.from_exception(exc, WHAT)
+            if not error.retryable:
+                raise error
+            if self._finished:
+                if not finished_before_attempt:
+                    retry = 0  # the attempt that saw audio-stop starts a fresh schedule
+                if retries_after_finish >= self._engine.retry.max_retries:
+                    raise error
+                retries_after_finish += 1
+            _LOGGER.warning(
+                "Realtime transcription attempt %d failed (%s); retrying with the %.0f ms "
+                "of audio so far",
+                self.attempts,
+                error.message,
+                PCM_24K_MONO.duration_ms(len(self._audio)),
+            )
+            delay = self._engine.retry.delay(retry)
+            retry += 1
+            if self._finished:
+                await asyncio.sleep(delay)
+            else:  # audio-stop ends the wait: try at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finish_event.wait(), delay)
+                if self._finished:
+                    retry = 0
+
+    async def _attempt(self) -> None:
+        """One connection: configure, (re)send the utterance from its start, commit, collect."""
+        async with asyncio.timeout(self._engine.connect_timeout):
+            connection = await self._engine.connect(self._request)
+        attempt = _Attempt(speculative=self._vad is not None and not self._committed)
+        receiver = asyncio.create_task(self._receive(connection, attempt), name="realtime-stt-recv")
+        sender = asyncio.create_task(self._send(connection, attempt), name="realtime-stt-send")
+        try:
+            # An upstream failure while the person is still talking is acted on at once.
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver.done():
+                receiver.result()  # raises the upstream failure, if any
+                return
+            sender.result()  # raises a send failure (e.g. connection dropped)
+            if attempt.complete:  # nothing left to wait for (no commit, or all answered)
+                self._answer(attempt)
+                return
+            await receiver
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            # Closing is started before anything is awaited here: the transcript may be out
+            # already, and the caller then cancels this task (the engine waits for the close
+            # at shutdown).
+            closing = self._engine.close_later(connection)
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.shield(closing)
+
+    def _answer(self, attempt: _Attempt) -> None:
+        """The final transcript: every item's, joined in commit order."""
+        if not attempt.answered:
+            attempt.answered = True
+            self._results.put_nowait(TranscriptFinal(attempt.text()))
+
+    async def _send(self, connection: AsyncRealtimeConnection, attempt: _Attempt) -> None:
+        """Append the utterance from its start as it grows; commit at each end of speech
+        (speculative attempts) and after ``audio-stop`` what is left.
+
+        Audio goes out in batches of :data:`APPEND_BATCH_BYTES` (the first audio of the
+        connection at once; a backlog, e.g. a replay, in as few appends as possible).
+        """
+        offset = 0  # bytes of _audio appended on this connection
+        committed_at = 0  # end of the last commit
+        ends_seen = 0  # entries of _speech_ends handled
+        while True:
+            if attempt.speculative and ends_seen < len(self._speech_ends):
+                end = self._speech_ends[ends_seen]
+                ends_seen += 1
+                if end - committed_at >= MIN_COMMIT_BYTES:
+                    offset = await self._append(connection, offset, end)
+                    await self._commit(connection, attempt)
+                    committed_at = end
+                    self.speculative_commits += 1
+                    _LOGGER.debug(
+                        "Speech ended: committed %.0f ms of audio before audio-stop",
+                        PCM_24K_MONO.duration_ms(end),
+                    )
+                continue
+            pending = len(self._audio) - offset
+            if pending and (pending >= APPEND_BATCH_BYTES or offset == 0 or self._finished):
+                offset = await self._append(connection, offset, len(self._audio))
+                continue
+            if self._finished:
+                break
+            self._wake_at = offset + APPEND_BATCH_BYTES if offset else 1
+            self._audio_added.clear()
+            await self._audio_added.wait()
+
+        rest = len(self._audio) - committed_at
+        if attempt.commits == 0:
+            if rest >= MIN_COMMIT_BYTES:
+                await self._commit(connection, attempt)
+            else:
+                _LOGGER.debug("Utterance under %d ms: empty transcript", MIN_UTTERANCE_MS)
+        elif self._vad is not None and self._vad.in_speech and rest >= MIN_COMMIT_BYTES:
+            await self._commit(connection, attempt)  # speech resumed after the last commit
+        attempt.sending_done = True
+
+    async def _append(self, connection: AsyncRealtimeConnection, start: int, end: int) -> int:
+        """Send ``_audio[start:end]`` (in appends of at most :data:`MAX_APPEND_BYTES`)."""
+        while start < end:
+            stop = min(end, start + MAX_APPEND_BYTES)
+            await connection.send_raw(wire.append_event(bytes(self._audio[start:stop])))
+            start = stop
+        return start
+
+    async def _commit(self, connection: AsyncRealtimeConnection, attempt: _Attempt) -> None:
+        attempt.commits += 1
+        self._committed = True
+        await connection.send_raw(wire.COMMIT_EVENT)
+
+    async def _receive(self, connection: AsyncRealtimeConnection, attempt: _Attempt) -> None:
+        """Turn server events into results until every committed item is transcribed."""
+        while True:
+            event = await wire.recv_event(connection)
+            kind = event.get("type")
+            item = str(event.get("item_id"))
+            if kind == wire.TRANSCRIPTION_DELTA:
+                delta = event.get("delta")
+                if delta and isinstance(delta, str) and item not in attempt.finals:
+                    attempt.texts[item] = attempt.texts.get(item, "") + delta
+                    self._emit_new(attempt.text())
+                continue
+            if kind == wire.COMMITTED:
+                attempt.order.append(item)
+            elif kind == wire.TRANSCRIPTION_COMPLETED:
+                transcript = event.get("transcript")
+                attempt.finals[item] = transcript if isinstance(transcript, str) else ""
+                self._emit_new(attempt.text())
+            elif kind == wire.TRANSCRIPTION_FAILED:
+                error = event.get("error")
+                message = (error.get("message") if isinstance(error, dict) else None) or (
+                    "unknown reason"
+                )
+                raise BridgeError(ErrorCode.STT_FAILED, f"transcription failed: {message}")
+            elif kind == "error":
+                error = event.get("error")
+                code = error.get("code") if isinstance(error, dict) else None
+                if code == "input_audio_buffer_commit_empty":
+                    attempt.order.append(None)  # that commit's item: nothing said
+                elif code == "session_expired":
+                    raise BridgeError(
+                        ErrorCode.UPSTREAM_UNAVAILABLE, "transcription session expired"
+                    )
+                elif attempt.commits:
+                    raise upstream.from_realtime_error(error, WHAT)
+                else:
+                    _LOGGER.warning(
+                        "Realtime service reported an error mid-utterance: %s (%s)",
+                        error.get("message") if isinstance(error, dict) else error,
+                        code,
+                    )
+            else:
+                _LOGGER.debug("Ignoring realtime event %s", kind)
+                continue
+            if attempt.complete:
+                self._answer(attempt)
+                return
+
+    def _emit_new(self, text: str) -> None:
+        """Pass on the part of ``text`` not yet given out (after a replay, only new text)."""
+        if len(text) > len(self._emitted) and text.startswith(self._emitted):
+            self._results.put_nowait(TranscriptDelta(text[len(self._emitted) :]))
+            self._emitted = text
