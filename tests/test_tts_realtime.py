@@ -26,7 +26,7 @@ from tests.harness import (
 )
 from wyoming_openai.config import REALTIME_VOICES
 from wyoming_openai.openai_client import make_client
-from wyoming_openai.tts.openai_realtime import RealtimeSpeechEngine, word_error_rate
+from wyoming_openai.tts.realtime import RealtimeSpeechEngine, word_error_rate
 
 WAIT = 10.0
 REALTIME = ("--tts-mode", "realtime")

@@ -35,9 +35,9 @@ from .stt.realtime import RealtimeSttEngine
 from .tts.auto import AutoTtsEngine
 from .tts.base import TtsEngine
 from .tts.fallback import FallbackTtsEngine
-from .tts.openai_realtime import RealtimeSpeechEngine
 from .tts.openai_speech import OpenAISpeechEngine
 from .tts.piper_tts import PiperTtsEngine
+from .tts.realtime import RealtimeSpeechEngine
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 from ..errors import BridgeError
 from .base import TtsEngine, VoiceInfo
-from .openai_realtime import RealtimeSpeechEngine
 from .openai_speech import OpenAISpeechEngine
+from .realtime import RealtimeSpeechEngine
 
 _LOGGER = logging.getLogger(__name__)
 

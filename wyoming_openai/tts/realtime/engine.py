@@ -1,8 +1,8 @@
-"""Text to speech through an OpenAI GA realtime session (the successor of ``/v1/audio/speech``).
+"""Text to speech through OpenAI GA realtime sessions (the successor of ``/v1/audio/speech``).
 
 OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at
-``gpt-realtime-2.1-mini`` through the Realtime API (``shared/notes/openai.md``,
-"Realtime speech output"). Wire facts, with every event shape checked against
+``gpt-realtime-2.1-mini`` through the Realtime API (openai-python 3.52,
+``resources/audio/speech.py``). Wire facts, with every event shape checked against
 ``openai.types.realtime`` (openai-python 3.52):
 
 - connect ``{base_url}/realtime?model=MODEL`` (no ``intent``); the service sends
@@ -24,40 +24,35 @@ OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at
   (``RealtimeAudioConfigOutput.voice``), and ``audio.output.speed`` is 0.25 to 1.5;
 - a session lasts at most 60 minutes (then ``error session_expired`` and a 1001 close).
 
-Design: sessions are pooled by voice and reused, one response at a time each, and renewed
-before the 60-minute limit. After a response the pool deletes its items, so every response
-sees only the instructions and its own text (a growing conversation would make the model
-re-read, and pay for, every earlier piece). Cancelling a synthesis (the client went away)
-sends ``response.cancel``. The model is conversational, so the words it actually spoke
-(its audio transcript) are compared with the text: a word error rate above
-``tts.realtime_max_wer`` is logged as a warning with both texts.
+Design: sessions are pooled by voice (:mod:`.pool`) and reused, one response at a time
+each, and renewed before the 60-minute limit. After a response its items are deleted, so
+every response sees only the instructions and its own text (a growing conversation would
+make the model re-read, and pay for, every earlier piece). Cancelling a synthesis (the
+client went away) sends ``response.cancel``. The model is conversational, so the words it
+actually spoke (its audio transcript) are compared with the text (:mod:`.fidelity`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import logging
-import re
-import time
-import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import jiwer
-
-from .. import upstream
-from ..audio import PCM_24K_MONO
-from ..config import OPENAI_VOICES, TtsSettings
-from ..errors import BridgeError, ErrorCode
-from .base import TtsEngine, VoiceInfo
+from ... import realtime_wire as wire
+from ... import upstream
+from ...audio import PCM_24K_MONO
+from ...config import OPENAI_VOICES, TtsSettings
+from ...errors import BridgeError, ErrorCode
+from ..base import TtsEngine, VoiceInfo
+from .fidelity import check_fidelity
+from .pool import SpeechSession, SpeechSessions
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-    from openai.resources.realtime.realtime import AsyncRealtimeConnection
     from openai.types.realtime import (
         RealtimeAudioConfigOutputParam,
         RealtimeSessionCreateRequestParam,
@@ -73,17 +68,9 @@ MAX_TEXT_CHARS = 4096
 SESSION_MAX_AGE = 55 * 60.0
 """Seconds a session is used for; the service ends sessions at 60 minutes."""
 
-MAX_IDLE_PER_VOICE = 2
-"""Idle sessions kept per voice (a stream synthesizes ``tts.lookahead`` pieces at once)."""
-
 SETTLE_TIMEOUT = 10.0
 """Seconds for a finished or cancelled response's trailing events before the session is
 dropped instead of reused."""
-
-SETTLE_WAIT = 1.0
-"""Seconds a request waits for a session of its voice that is finishing its previous
-response (its trailing events take a few milliseconds) before opening a new one; in a
-stream, piece N+2 starts the moment piece N's audio is complete."""
 
 MIN_SPEED, MAX_SPEED = 0.25, 1.5
 """``audio.output.speed`` range of realtime sessions."""
@@ -105,50 +92,6 @@ IGNORED_ERROR_CODES = frozenset({"response_cancel_not_active", "item_not_found"}
 """``error`` codes that only say a cancel or delete of ours came too late."""
 
 _event_ids = itertools.count(1)
-
-# ------------------------------------------------------------------------- fidelity guard
-
-_APOSTROPHES = re.compile(r"['\u2019\u2018`]")
-
-
-def normalize_words(text: str) -> list[str]:
-    """Words of ``text`` for comparison: NFKC, case-folded, without apostrophes; every other
-    punctuation or symbol character separates words (``"Don't-stop!"`` -> ``["dont", "stop"]``).
-    """
-    text = _APOSTROPHES.sub("", unicodedata.normalize("NFKC", text).casefold())
-    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
-    return text.split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word error rate of ``hypothesis`` against ``reference`` on normalised words:
-    (substitutions + deletions + insertions) / reference words, computed by ``jiwer``.
-
-    0.0 when both are empty; 1.0 when only the reference is empty.
-    """
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return float(jiwer.wer(" ".join(ref), " ".join(hyp) if hyp else ""))
-
-
-def check_fidelity(text: str, spoken: str, max_wer: float) -> float:
-    """Log a warning with both texts when ``spoken`` differs from ``text`` by more than
-    ``max_wer`` (word error rate, 0 to 1). Returns the word error rate."""
-    rate = word_error_rate(text, spoken)
-    if rate > max_wer:
-        _LOGGER.warning(
-            "The realtime model did not say the text verbatim (word error rate %.0f%% > "
-            "%.0f%%): asked to say %r, said %r",
-            rate * 100,
-            max_wer * 100,
-            text,
-            spoken,
-        )
-    return rate
-
-
-# ------------------------------------------------------------------------- sessions
 
 
 @dataclass
@@ -236,26 +179,6 @@ class _Response:
         return None
 
 
-@dataclass(eq=False)
-class _Session:
-    """One realtime WebSocket session configured for one voice."""
-
-    connection: AsyncRealtimeConnection
-    voice: str
-    opened_at: float = field(default_factory=time.monotonic)
-    responses: int = 0
-
-    @property
-    def age(self) -> float:
-        """Seconds since the session was opened."""
-        return time.monotonic() - self.opened_at
-
-    async def close(self) -> None:
-        """Close the WebSocket (errors ignored: the session is being dropped)."""
-        with contextlib.suppress(Exception):
-            await self.connection.close()
-
-
 class RealtimeSpeechEngine(TtsEngine):
     """Speech from an OpenAI realtime model that reads each text piece verbatim.
 
@@ -284,14 +207,8 @@ class RealtimeSpeechEngine(TtsEngine):
         self._settings = settings
         self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout
-        self._max_session_age = max_session_age
-        self._idle: dict[str, list[_Session]] = {}
-        self._settling: dict[str, int] = {}
-        self._pool_changed = asyncio.Event()
-        self._open_sessions: set[_Session] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions = SpeechSessions(max_session_age)
         self._substituted: set[str] = set()
-        self._closed = False
         if settings.speed > MAX_SPEED:
             _LOGGER.info(
                 "tts.speed %.2f is above the realtime maximum; realtime speech uses %.1f",
@@ -380,7 +297,7 @@ class RealtimeSpeechEngine(TtsEngine):
                 raise
             except Exception as exc:
                 error = upstream.from_exception(exc, WHAT)
-                self._discard(session)
+                self._sessions.discard(session)
                 stale = reused and error.code == ErrorCode.UPSTREAM_UNAVAILABLE
                 if stale and not yielded and attempt == 0:
                     _LOGGER.debug("Pooled realtime session failed (%s); using a new one", error)
@@ -394,73 +311,45 @@ class RealtimeSpeechEngine(TtsEngine):
 
     async def aclose(self) -> None:
         """Cancel pending clean-ups and close every session."""
-        self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        sessions = list(self._open_sessions)
-        self._open_sessions.clear()
-        self._idle.clear()
-        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        await self._sessions.aclose()
 
     # ------------------------------------------------------------------ the pool
 
-    async def _acquire(self, voice: str) -> _Session:
-        """An idle session of ``voice`` young enough to use, else a new one.
+    async def _acquire(self, voice: str) -> SpeechSession:
+        """A pooled session of ``voice``, else a new one.
 
         Raises:
             BridgeError: a new session could not be opened and configured.
         """
-        deadline = time.monotonic() + SETTLE_WAIT
-        while True:
-            idle = self._idle.get(voice, [])
-            while idle:
-                session = idle.pop()
-                if session.age < self._max_session_age:
-                    return session
-                _LOGGER.debug("Renewing a realtime session after %.0f s", session.age)
-                self._discard(session)
-            remaining = deadline - time.monotonic()
-            if not self._settling.get(voice) or remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pool_changed.wait(), remaining)
+        return await self._sessions.acquire(voice, self._open)
+
+    async def _open(self, voice: str) -> SpeechSession:
+        """Connect, await ``session.created``, configure, await ``session.updated``.
+
+        Raises:
+            BridgeError: classified by :mod:`wyoming_openai.upstream`.
+        """
         try:
             async with asyncio.timeout(self._connect_timeout):
-                return await self._open(voice)
+                connection = await self._client.realtime.connect(
+                    model=self._settings.realtime_model
+                ).enter()
+                session = SpeechSession(connection, voice)
+                self._sessions.track(session)
+                try:
+                    await wire.expect(connection, "session.created", WHAT)
+                    await connection.session.update(session=self.session_config(voice))
+                    await wire.expect(connection, "session.updated", WHAT)
+                except BaseException:
+                    self._sessions.discard(session)
+                    raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise upstream.from_exception(exc, WHAT) from exc
-
-    async def _open(self, voice: str) -> _Session:
-        """Connect, await ``session.created``, configure, await ``session.updated``."""
-        connection = await self._client.realtime.connect(
-            model=self._settings.realtime_model
-        ).enter()
-        session = _Session(connection, voice)
-        self._open_sessions.add(session)
-        try:
-            await self._expect(connection, "session.created")
-            await connection.session.update(session=self.session_config(voice))
-            await self._expect(connection, "session.updated")
-        except BaseException:
-            self._discard(session)
-            raise
         return session
 
-    @staticmethod
-    async def _expect(connection: AsyncRealtimeConnection, event_type: str) -> None:
-        while True:
-            event = await connection.recv()
-            if event.type == event_type:
-                return
-            if event.type == "error":
-                raise upstream.from_realtime_error(event.error, WHAT)
-            _LOGGER.debug("Ignoring realtime event %s while waiting for %s", event.type, event_type)
-
-    async def _request(self, session: _Session, response: _Response) -> None:
+    async def _request(self, session: SpeechSession, response: _Response) -> None:
         """Send the text as a user message and ask for a response."""
         connection = session.connection
         await connection.conversation.item.create(
@@ -475,25 +364,18 @@ class RealtimeSpeechEngine(TtsEngine):
         response.requested = True
         session.responses += 1
 
-    def _after_response(self, session: _Session, response: _Response, cancel: bool) -> None:
+    def _after_response(self, session: SpeechSession, response: _Response, cancel: bool) -> None:
         """Hand ``session`` to a clean-up task: cancel the response upstream if asked, read
         its remaining events, check fidelity, delete its items, then make it idle."""
-        if self._closed or (cancel and not response.requested):
+        if self._sessions.closed or (cancel and not response.requested):
             # A half-sent request leaves the conversation unknown: drop the session.
-            self._discard(session)
+            self._sessions.discard(session)
             return
-        self._settling[session.voice] = self._settling.get(session.voice, 0) + 1
-        self._spawn(self._settle(session, response, cancel))
+        self._sessions.settle(session, lambda: self._finish_response(session, response, cancel))
 
-    async def _settle(self, session: _Session, response: _Response, cancel: bool) -> None:
-        try:
-            await self._finish_response(session, response, cancel)
-        finally:
-            self._settling[session.voice] -= 1
-            self._pool_changed.set()
-            self._pool_changed = asyncio.Event()
-
-    async def _finish_response(self, session: _Session, response: _Response, cancel: bool) -> None:
+    async def _finish_response(
+        self, session: SpeechSession, response: _Response, cancel: bool
+    ) -> None:
         connection = session.connection
         try:
             async with asyncio.timeout(SETTLE_TIMEOUT):
@@ -510,34 +392,12 @@ class RealtimeSpeechEngine(TtsEngine):
                         item_id=item_id, event_id=f"{DELETE_EVENT_PREFIX}{next(_event_ids)}"
                     )
         except asyncio.CancelledError:
-            self._discard(session)
+            self._sessions.discard(session)
             raise
         except Exception as exc:
             _LOGGER.debug("Dropping a realtime session after its response: %r", exc)
-            self._discard(session)
+            self._sessions.discard(session)
             return
         if not cancel and response.status == "completed":
             check_fidelity(response.text, response.spoken, self._settings.realtime_max_wer)
-        self._make_idle(session)
-
-    def _make_idle(self, session: _Session) -> None:
-        idle = self._idle.setdefault(session.voice, [])
-        if self._closed or len(idle) >= MAX_IDLE_PER_VOICE:
-            self._discard(session)
-        else:
-            idle.append(session)
-
-    def _discard(self, session: _Session) -> None:
-        """Close ``session`` in the background; it is never used again."""
-        if session in self._open_sessions:
-            self._open_sessions.discard(session)
-            self._spawn(session.close())
-
-    def _spawn(self, coro: Any) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro, name="realtime-tts-cleanup")
-        except RuntimeError:  # no loop (interpreter shutdown): nothing left to clean up
-            coro.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sessions.release(session)
