@@ -9,7 +9,7 @@ from wyoming.info import Describe, Info
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, make_settings, running_server
 from wyoming_openai import __version__
-from wyoming_openai.config import OPENAI_VOICES
+from wyoming_openai.catalogue import OPENAI_VOICES
 
 
 def ha_config_flow_accepts(info: Info) -> str:

@@ -24,7 +24,7 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from wyoming_openai.config import REALTIME_VOICES
+from wyoming_openai.catalogue import REALTIME_VOICES
 from wyoming_openai.openai_client import make_client
 from wyoming_openai.tts.realtime import RealtimeSpeechEngine, word_error_rate
 
@@ -119,7 +119,7 @@ async def test_voice_selection_and_session_reuse(fake: FakeOpenAI) -> None:
 
 
 async def test_client_disconnect_cancels_the_response_upstream(fake: FakeOpenAI) -> None:
-    fake.tts_chunk_interval = 0.05
+    fake.realtime_hold = asyncio.Event()  # the response waits after its first audio
     text = "This is a long announcement that takes a good while to speak aloud."
     async with running_server(make_settings(fake.base_url, *REALTIME)) as server:
         assert server.port is not None
@@ -132,6 +132,8 @@ async def test_client_disconnect_cancels_the_response_upstream(fake: FakeOpenAI)
                     break
         (session,) = speech_sessions(fake)
         await wait_until(lambda: session.cancelled_responses)
+        fake.realtime_hold.set()  # the response goes on, and stops
+        await wait_until(lambda: session.events_of_type("response.done"))
         cancels = [e for e in session.client_events if e["type"] == "response.cancel"]
         assert len(cancels) == 1
         assert (
@@ -234,14 +236,17 @@ async def test_sessions_are_renewed_before_their_time_limit(fake: FakeOpenAI) ->
 
 
 async def test_a_session_the_service_ended_while_idle_is_replaced(fake: FakeOpenAI) -> None:
-    fake.session_max_duration = 0.3  # the service ends sessions early (session_expired)
     async with running_server(make_settings(fake.base_url, *REALTIME)) as server:
         assert server.port is not None
         first = await ha_synthesize(server.port, "One.")
-        await wait_until(lambda: speech_sessions(fake)[0].closed.is_set())
+        (idle,) = speech_sessions(fake)
+        await wait_until(lambda: len(idle.deleted_items) == 2)  # the response is cleaned up
+        await fake.expire_realtime_sessions()  # session_expired, then a 1001 close
+        await wait_until(lambda: idle.closed.is_set())
         second = await ha_synthesize(server.port, "Two.")
     assert first.error is None and second.error is None
     assert second.audio == default_synthesizer("Two.", "alloy")
+    assert [s.spoken for s in speech_sessions(fake)] == [["One."], ["Two."]]
 
 
 @pytest.mark.parametrize(

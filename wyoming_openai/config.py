@@ -33,57 +33,17 @@ from pydantic import (
     model_validator,
 )
 
-from .stt.models import DEFAULT_MODELS
+from .catalogue import (
+    DEFAULT_MODELS,
+    OPENAI_VOICES,
+    REALTIME_VOICES,
+    WHISPER_LANGUAGES,
+)
+from .errors import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
 ENV_PREFIX = "WYOMING_OPENAI_"
-
-OPENAI_VOICES: tuple[str, ...] = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "onyx",
-    "nova",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
-"""The built-in voices of ``/v1/audio/speech`` (``shared/notes/openai.md``, HTTP)."""
-
-REALTIME_VOICES: tuple[str, ...] = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
-"""The built-in voices of realtime sessions (``Voice`` in
-``openai.types.realtime.realtime_audio_config_output``): no fable, onyx or nova."""
-
-WHISPER_LANGUAGES: tuple[str, ...] = tuple(
-    (  # noqa: SIM905 - a word list reads better than 100 quoted strings
-        "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu "
-        "ta no th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn "
-        "bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn "
-        "mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
-    ).split()
-)
-"""ISO-639-1 codes (Whisper's language list) that OpenAI transcription accepts."""
-
-
-class ConfigError(Exception):
-    """A setting is unknown, missing or invalid. The message is one line naming it."""
 
 
 class _Section(BaseModel):

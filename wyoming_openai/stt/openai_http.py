@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 from .. import upstream
 from ..audio import PCM_16K_MONO, pcm_to_wav
+from ..catalogue import DEFAULT_MODELS
 from ..errors import BridgeError
 from .base import (
     MIN_UTTERANCE_MS,
@@ -33,7 +34,7 @@ from .base import (
     TranscriptFinal,
     drain_results,
 )
-from .models import DEFAULT_MODELS, NO_STREAM_MODELS
+from .models import NO_STREAM_MODELS
 from .openai_base import OpenAISttEngine
 
 _LOGGER = logging.getLogger(__name__)

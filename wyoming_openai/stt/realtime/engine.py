@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from ... import realtime_wire as wire
 from ...audio import PCM_24K_MONO
+from ...catalogue import DEFAULT_MODELS
 from ...config import SttSettings
 from ...errors import BridgeError, ErrorCode
 from ...retry import RetryPolicy
 from ..base import TranscribeRequest
-from ..models import DEFAULT_MODELS
 from ..openai_base import OpenAISttEngine
 from .pool import WARM_RENEW_MARGIN, WarmSessions
 from .session import WHAT, RealtimeSttSession

@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 from ... import realtime_wire as wire
 from ... import upstream
 from ...audio import PCM_24K_MONO
-from ...config import OPENAI_VOICES, TtsSettings
+from ...catalogue import OPENAI_VOICES
+from ...config import TtsSettings
 from ...errors import BridgeError, ErrorCode
 from ..base import TtsEngine, VoiceInfo
 from .fidelity import check_fidelity
