@@ -29,7 +29,8 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_openai.config import Settings, load_settings
+from wyoming_openai.config import Settings
+from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
 
 API_KEY = "sk-test-fake-key-0123456789"

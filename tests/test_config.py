@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wyoming_openai.config import ConfigError, env_name, flag_name, load_settings, setting_names
+from wyoming_openai.config_sources import env_name, flag_name, load_settings, setting_names
+from wyoming_openai.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-secret-value-do-not-print"
@@ -132,7 +133,7 @@ def test_example_config_documents_every_setting_and_loads() -> None:
 
 
 def test_every_setting_has_a_flag_except_the_key() -> None:
-    from wyoming_openai.config import build_arg_parser
+    from wyoming_openai.config_sources import build_arg_parser
 
     help_text = build_arg_parser().format_help()
     for name in setting_names():
@@ -157,7 +158,7 @@ def test_a_renamed_setting_still_works_with_one_warning(
         env["WYOMING_OPENAI_TTS_REALTIME_FALLBACK"] = "true"
     else:
         argv = ["--tts-realtime-fallback", "true"]
-    with caplog.at_level("WARNING", logger="wyoming_openai.config"):
+    with caplog.at_level("WARNING", logger="wyoming_openai.config_sources"):
         settings = load_settings(argv, env)
     assert settings.tts.realtime_move is True
     (warning,) = [r.getMessage() for r in caplog.records]

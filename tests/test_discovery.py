@@ -34,7 +34,7 @@ from tests.mdns_lab import (
     netns_reason,
     network_namespaces,
 )
-from wyoming_openai.config import load_settings
+from wyoming_openai.config_sources import load_settings
 from wyoming_openai.discovery import (
     MAX_INSTANCE_NAME_BYTES,
     VIRTUAL_INTERFACE_PREFIXES,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from wyoming_openai.config import load_settings
+from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,7 +33,8 @@ from tests.harness import (
     running_server,
 )
 from wyoming_openai.audio import AudioConverter, AudioFormat
-from wyoming_openai.config import ConfigError, Settings, load_settings
+from wyoming_openai.config import ConfigError, Settings
+from wyoming_openai.config_sources import load_settings
 from wyoming_openai.plan import plan_engines
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine

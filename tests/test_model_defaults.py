@@ -16,7 +16,7 @@ import pytest
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, ha_transcribe, make_settings, running_server
 from wyoming_openai import upstream
-from wyoming_openai.config import load_settings
+from wyoming_openai.config_sources import load_settings
 from wyoming_openai.engines import is_openai_base_url
 
 KEY = {"OPENAI_API_KEY": "sk-test"}

@@ -16,7 +16,7 @@ from tests.harness import ha_transcribe, make_settings, running_server
 from tests.test_stt import use_whisper
 from tests.utterances import COMMANDS, RATE, command, eventually, room_noise, spoken
 from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat
-from wyoming_openai.config import load_settings
+from wyoming_openai.config_sources import load_settings
 
 APPEND = "input_audio_buffer.append"
 COMMIT = "input_audio_buffer.commit"

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings
+from .config_sources import load_settings
 from .redact import RedactingFormatter, register_secret
 
 QUIET_LOGGERS = (

@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 from wyoming.client import AsyncClient
 from wyoming.info import Describe, Info
 
-from .config import ConfigError, configured_uri
+from .config_sources import configured_uri
+from .errors import ConfigError
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds for connect + describe + info: Home Assistant waits 5 s for ``info``."""
