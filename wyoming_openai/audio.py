@@ -14,7 +14,7 @@ import numbers
 import wave
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,10 @@ PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)
 """16 kHz 16-bit mono: what Whisper-family models take (their feature extractor works at
 16 kHz), and 2/3 the size of 24 kHz for uploads."""
 
-PCM_24K_MONO = AudioFormat(rate=24000, width=2, channels=1)
+REALTIME_PCM_RATE: Final = 24000
+"""Hz of ``audio/pcm`` in the OpenAI realtime API (a literal type there)."""
+
+PCM_24K_MONO = AudioFormat(rate=REALTIME_PCM_RATE, width=2, channels=1)
 """24 kHz 16-bit mono: the only ``audio/pcm`` the OpenAI realtime API accepts
 (``rate: Literal[24000]`` in ``openai.types.realtime.AudioPCM``) and what
 ``/v1/audio/speech`` returns for ``response_format: pcm``."""

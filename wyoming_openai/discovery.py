@@ -216,12 +216,6 @@ class ZeroconfAdvertiser:
             return []
         return self._info.parsed_addresses()
 
-    async def wait_advertised(self) -> str:
-        """Wait until the service is registered; returns its instance name."""
-        await self._advertised.wait()
-        assert self._info is not None
-        return self._info.name.removesuffix("." + SERVICE_TYPE)
-
     async def start(self) -> None:
         """Begin advertising in the background (call once the server listens)."""
         if self._task is None:

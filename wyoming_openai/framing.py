@@ -27,10 +27,11 @@ class FrameError(Exception):
 
 @dataclass(frozen=True)
 class FrameLimits:
-    """Upper bounds for one event, in bytes."""
+    """Upper bounds for one event, in bytes (``limits.max_event_data_bytes`` and
+    ``limits.max_payload_bytes``)."""
 
-    max_data_bytes: int = 1024 * 1024
-    max_payload_bytes: int = 4 * 1024 * 1024
+    max_data_bytes: int
+    max_payload_bytes: int
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from wyoming.asr import Transcribe
@@ -61,10 +61,10 @@ class Services:
     describe: Callable[[], Event]
     stt_language: str | None
     tts_lookahead: int
+    frame_limits: FrameLimits
+    max_utterance_ms: float
+    max_text_chars: int
     debug: bool = False
-    frame_limits: FrameLimits = field(default_factory=FrameLimits)
-    max_utterance_ms: float = 120_000
-    max_text_chars: int = 20_000
     audio_dump_dir: Path | None = None
     early_end: EarlyEnd | None = None
 

@@ -164,11 +164,6 @@ class Synthesis:
         """Whether every event of the answer has been written."""
         return self._task.done()
 
-    async def wait(self) -> None:
-        """Wait until the answer has been written."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._task)
-
     async def aclose(self) -> None:
         """Stop synthesizing and writing (idempotent); later text is ignored."""
         self._closed = True

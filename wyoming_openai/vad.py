@@ -89,8 +89,6 @@ class EndOfSpeechDetector:
         self._speech_run = 0  # consecutive speech frames
         self.in_speech = False
         """Speech started (and has not ended) in the audio fed so far."""
-        self.ends = 0
-        """How many times speech ended so far."""
         self.speech_heard = False
         """Speech started at least once in the audio fed so far."""
         self.quiet_frames = 0
@@ -141,6 +139,5 @@ class EndOfSpeechDetector:
             # In speech, every frame since its last speech frame was non-speech.
             if self.in_speech and self.quiet_frames >= self._frames_to_end:
                 self.in_speech = False
-                self.ends += 1
                 ends.append(self._frames * self._bytes_per_frame)
         return ends

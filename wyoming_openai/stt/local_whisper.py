@@ -314,11 +314,6 @@ class LocalWhisperSession(SttSession):
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def buffered_ms(self) -> float:
-        """Milliseconds of audio received so far."""
-        return self._source.duration_ms(len(self._audio))
-
     def send_audio(self, pcm: bytes) -> None:
         if not self._finished:
             self._audio += pcm

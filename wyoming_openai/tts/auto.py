@@ -53,11 +53,6 @@ class AutoTtsEngine(TtsEngine):
         """The engine that serves now."""
         return self._realtime if self._moved else self._speech
 
-    @property
-    def moved(self) -> bool:
-        """Whether speech has moved to the realtime engine."""
-        return self._moved
-
     def voices(self) -> list[VoiceInfo]:
         return self.active.voices()
 

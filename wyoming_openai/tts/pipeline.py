@@ -187,11 +187,6 @@ class SynthesisPipeline:
             self._closed = True
             self._order.put_nowait(None)
 
-    @property
-    def piece_count(self) -> int:
-        """Pieces added so far."""
-        return len(self._pieces)
-
     async def audio(self) -> AsyncIterator[bytes]:
         """PCM chunks of every piece, in order, in the engine's output format.
 

@@ -26,9 +26,11 @@ WARM_RENEW_MARGIN = 300.0
 """A warm session is replaced this many seconds before it expires (at most a quarter of
 its lifetime), so no utterance (at most ``limits.max_utterance_seconds``) outlives it."""
 
-WARM_RETRY_MAX_DELAY = 30.0
-"""Longest wait, seconds, between attempts to open a warm session while the service
-refuses (a bad key, an outage): requests still connect on their own and report the error."""
+WARM_RETRY_FACTOR = 4
+"""While the service refuses warm sessions (a bad key, an outage), attempts to open one
+are this many times further apart than the engine's retry delays (at most
+``4 x RetryPolicy.max_delay``, plus jitter): requests still connect on their own and
+report the error."""
 
 
 @dataclass(eq=False)
@@ -49,7 +51,7 @@ class WarmSessions:
     it expires (``expires_at`` of ``session.created``; sessions last 60 minutes). While a
     session waits, a watcher reads its events, so one the service ends (expiry, error,
     close) is dropped and replaced at once. Failures to open are retried with growing
-    back-off up to :data:`WARM_RETRY_MAX_DELAY` and logged once; requests meanwhile open
+    back-off (:data:`WARM_RETRY_FACTOR`) and logged once; requests meanwhile open
     their own sessions and report the error.
 
     Args:
@@ -143,9 +145,7 @@ class WarmSessions:
                     error = upstream.from_exception(exc, "opening a warm transcription session")
                     level = logging.WARNING if failures == 0 else logging.DEBUG
                     _LOGGER.log(level, "%s; requests connect on their own meanwhile", error)
-                    delay = min(
-                        self._engine.retry.delay(min(failures, 16)) * 4, WARM_RETRY_MAX_DELAY
-                    )
+                    delay = self._engine.retry.delay(min(failures, 16)) * WARM_RETRY_FACTOR
                     failures += 1
                     await asyncio.sleep(delay)
                     continue

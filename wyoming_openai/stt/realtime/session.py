@@ -130,8 +130,6 @@ class RealtimeSttSession(SttSession):
         self._closed = False
         self.attempts = 0
         """Connections tried for this utterance (1 when nothing went wrong)."""
-        self.speculative_commits = 0
-        """Commits sent before ``audio-stop`` (for logs and tests)."""
         self._task = asyncio.create_task(self._run(), name="realtime-stt")
 
     # ---------------------------------------------------------------- SttSession
@@ -293,7 +291,6 @@ class RealtimeSttSession(SttSession):
                     offset = await self._append(connection, offset, end)
                     await self._commit(connection, attempt)
                     committed_at = end
-                    self.speculative_commits += 1
                     _LOGGER.debug(
                         "Speech ended: committed %.0f ms of audio before audio-stop",
                         PCM_24K_MONO.duration_ms(end),

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import realtime_wire as wire
 from ... import upstream
-from ...audio import PCM_24K_MONO
+from ...audio import PCM_24K_MONO, REALTIME_PCM_RATE
 from ...catalogue import OPENAI_VOICES
 from ...config import TtsSettings
 from ...errors import BridgeError, ErrorCode
@@ -258,7 +258,7 @@ class RealtimeSpeechEngine(TtsEngine):
             style = settings.instructions
             instructions += f"\n\nSpeaking style (how to say it, never what to say): {style}"
         output: RealtimeAudioConfigOutputParam = {
-            "format": {"type": "audio/pcm", "rate": 24000},
+            "format": {"type": "audio/pcm", "rate": REALTIME_PCM_RATE},
             "voice": voice,
         }
         if settings.speed != 1.0:
