@@ -23,7 +23,8 @@ from wyoming.tts import SynthesizeStopped
 
 from .errors import BridgeError, ErrorCode
 from .tts.base import TtsEngine
-from .tts.pipeline import Piece, SentenceSplitter, SynthesisPipeline, split_text
+from .tts.pipeline import Piece, SynthesisPipeline
+from .tts.sentences import SentenceSplitter, split_text
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,136 @@
+"""Text to sentences, with ``sentence-stream`` (the library Home Assistant's own TTS uses).
+
+Sentence boundaries come from ``sentence-stream``; a piece longer than the engine's input
+limit is split at sentence, then word boundaries.
+
+``sentence-stream`` confirms a sentence only when the next chunk starts another one (it
+needs the following capital letter), so the first sentence of a streamed reply would wait
+for the next text chunk. :meth:`SentenceSplitter.pending_sentence` names the text a chunk
+left that already ends like a sentence; the caller starts it at once and, if the next
+chunk continues it, withdraws it (or, when its audio is already playing, drops its text
+from what follows with :meth:`SentenceSplitter.drop_prefix`).
+
+That needs what ``sentence-stream`` 1.3 keeps outside its public API (``__all__``): the
+text a :class:`SentenceBoundaryDetector` holds back (its ``current_sentence`` and
+``remaining_text`` attributes), its abbreviation pattern and its markdown-emphasis
+filter. Those uses are the four functions below and nowhere else;
+``tests/test_sentences.py`` fails when the library changes them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sentence_stream import SentenceBoundaryDetector, stream_to_sentences
+from sentence_stream.sentence_stream import ABBREVIATION_RE
+from sentence_stream.util import remove_asterisks
+
+
+def held_text(detector: SentenceBoundaryDetector) -> str:
+    """The text ``detector`` holds back for the next chunk (not yet a confirmed sentence)."""
+    return detector.current_sentence + detector.remaining_text
+
+
+def set_held_text(detector: SentenceBoundaryDetector, text: str) -> None:
+    """Replace what ``detector`` holds back with ``text``."""
+    detector.current_sentence = ""
+    detector.remaining_text = text
+
+
+def may_be_abbreviation(text: str) -> bool:
+    """Whether the last word of ``text`` is one ``sentence-stream`` takes for a possible
+    abbreviation ("Dr.", "Mr."), so it would not end a sentence there."""
+    return bool(ABBREVIATION_RE.search(text[-5:]))
+
+
+def has_markdown_emphasis(text: str) -> bool:
+    """Whether ``text`` has markdown emphasis ``sentence-stream`` would remove."""
+    return remove_asterisks(text) != text
+
+
+def split_long(text: str, max_chars: int) -> list[str]:
+    """Cut one sentence longer than ``max_chars`` at word boundaries (hard cut if none)."""
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > max_chars:
+        cut = rest.rfind(" ", 0, max_chars + 1)
+        if cut <= 0:
+            cut = max_chars
+        pieces.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Whole sentences grouped into pieces of at most ``max_chars`` characters.
+
+    Text within the limit stays one piece (one request keeps its prosody whole).
+    """
+    text = text.strip()
+    if len(text) <= max_chars:
+        return [text] if text else []
+    pieces: list[str] = []
+    current = ""
+    for sentence in stream_to_sentences([text]):
+        for part in split_long(sentence, max_chars):
+            if current and len(current) + 1 + len(part) > max_chars:
+                pieces.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+_SENTENCE_END_RE = re.compile(r"(?:[.!?…]|[؟]|[।॥])+['\"\)\]\}\u2019\u201d»]*$")
+"""Text ending like a sentence: ``sentence-stream``'s enders and closers
+(``SENTENCE_END``, ``ASCII_CLOSERS``) at the very end."""
+
+
+class SentenceSplitter:
+    """Streaming text (``synthesize-chunk`` deltas) -> complete sentences, in order."""
+
+    def __init__(self, max_chars: int) -> None:
+        self._detector = SentenceBoundaryDetector()
+        self._max_chars = max_chars
+
+    def pending_sentence(self) -> str | None:
+        """The text held back for the next chunk, if it already looks like a whole
+        sentence: it ends with sentence punctuation, its last word is not one
+        ``sentence-stream`` takes for a possible abbreviation ("Dr.", "Mr."), it has no
+        markdown emphasis, and it fits one request. ``None`` otherwise.
+        """
+        text = held_text(self._detector).strip()
+        if (
+            not text
+            or len(text) > self._max_chars
+            or not _SENTENCE_END_RE.search(text)
+            or may_be_abbreviation(text)
+            or has_markdown_emphasis(text)
+        ):
+            return None
+        return text
+
+    def drop_prefix(self, text: str) -> bool:
+        """Forget ``text`` (a :meth:`pending_sentence` already spoken) from the start of
+        the held-back text; False if that text no longer starts with it."""
+        raw = held_text(self._detector).lstrip()
+        if not raw.startswith(text):
+            return False
+        set_held_text(self._detector, raw[len(text) :])
+        return True
+
+    def add(self, chunk: str) -> list[str]:
+        """Sentences completed by ``chunk``."""
+        return [
+            part
+            for sentence in self._detector.add_chunk(chunk)
+            for part in split_long(sentence, self._max_chars)
+        ]
+
+    def finish(self) -> list[str]:
+        """Whatever text is left at the end of the stream."""
+        return split_long(self._detector.finish(), self._max_chars)
