@@ -36,6 +36,11 @@ class OpenAISttEngine(SttEngine):
         self.retry = retry or RetryPolicy()
 
     @property
+    def client(self) -> AsyncOpenAI:
+        """The SDK client this engine talks through."""
+        return self._client
+
+    @property
     def model(self) -> str:
         """The model in use (it may have moved from the configured one to the current default)."""
         return self._model

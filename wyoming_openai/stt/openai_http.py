@@ -83,7 +83,7 @@ class HttpSttSession(SttSession):
 
     def __init__(self, engine: HttpSttEngine, request: TranscribeRequest) -> None:
         self._engine = engine
-        self._client = engine._client
+        self._client = engine.client
         self._request = request
         self._deltas = 0
         self._audio = bytearray()
