@@ -1,8 +1,9 @@
 """What reading Home Assistant's audio costs any asyncio server on this machine.
 
 A Home Assistant STT stream is 100 ``audio-chunk`` events per second (10 ms each,
-``shared/notes/home-assistant.md``), each arriving in its own TCP segment, so a server
-wakes up 100 times per second per stream whatever it does with the audio. This measures
+``homeassistant/components/wyoming/stt.py``, Home Assistant 2026.11), each arriving in its
+own TCP segment, so a server wakes up 100 times per second per stream whatever it does
+with the audio. This measures
 the CPU that costs a Python process that does nothing else, as baselines for the
 server's own "CPU per second of audio" rows:
 

@@ -14,7 +14,8 @@ Piper's audio goes on 0.1-0.25 s past it, near silent).
    would send it, and in the early mode for each ``stt.early_transcript_silence``, the
    client streaming the room until the transcript comes, never sending ``audio-stop``.
    Two models of Home Assistant's ``audio-stop``:
-   - "0.7 s": 0.7 s after the last sound (its silence; ``shared/notes/home-assistant.md``);
+   - "0.7 s": 0.7 s after the last sound (its silence; Home Assistant 2026.11
+     ``homeassistant/components/assist_pipeline/vad.py``);
    - "HA's detector": where Home Assistant's segmenter ends the command, simulated here
      with its defaults (``assist_pipeline/vad.py`` ``VoiceCommandSegmenter``: 0.3 s of
      speech starts a command, 0.7 s of non-speech ends it, a command lasts at least 1 s,

@@ -139,13 +139,13 @@ HQ is libsoxr's 20-bit-precision filter (~120 dB of alias rejection, flat to ~91
 of Nyquist). Its impulse response spans +-6 ms for 16 -> 24 kHz, so an output sample
 needs 6 ms of later input. VHQ (28-bit) costs more CPU and delays more for no audible or
 recognisable difference once the result is rounded to 16 bits. The cheaper qualities fail
-the 40 dB SNR bound (against a VHQ resample) on speech, whose energy reaches 7 kHz at a
-16 kHz rate: Piper speech 16 -> 24 kHz in 10 ms chunks measured QQ 35.6 dB, LQ 38.6 dB,
-MQ 76.1 dB, HQ 78.7 dB."""
+a 40 dB SNR bound (against a VHQ resample) on speech (``benchmarks/README.md``, Resampler
+quality)."""
 
 FIRST_OUTPUT_MS = 10
 """The first output of a resampling converter is due after this much input, ms: one
-Home Assistant chunk (``shared/notes/home-assistant.md``). See :func:`_priming_frames`."""
+Home Assistant chunk (``homeassistant/components/wyoming/stt.py``, Home Assistant 2026.11).
+See :func:`_priming_frames`."""
 
 
 @functools.lru_cache(maxsize=32)
@@ -154,11 +154,10 @@ def _first_block(in_rate: int, out_rate: int, channels: int, dtype: str) -> tupl
     has had ``frames_in`` input frames, then ``frames_out`` output frames at once.
 
     libsoxr filters in blocks and returns a block's output only when the block (plus the
-    filter's look-ahead) has arrived. Measured here, not assumed (the blocks depend on
+    filter's look-ahead) has arrived. Probed here, not assumed (the blocks depend on
     the rates and on libsoxr's filter design): zeros are fed 64 frames at a time until
-    output appears, then, to a second stream, one frame at a time across that last step
-    (about 100 calls, 0.2 ms once per rate pair and process). 16 -> 24 kHz:
-    ``(586, 734)``, then 734 output frames per 489 1/3 input frames (30.6 ms).
+    output appears, then, to a second stream, one frame at a time across that last step;
+    cached per rate pair.
     """
     coarse = 64
     fed = 0
@@ -185,8 +184,7 @@ def _block_period(in_rate: int, out_rate: int, channels: int, dtype: str) -> Fra
     when the input reaches ``frames_in + ceil(k * period)`` frames, not one frame sooner,
     and holds ``frames_out`` frames, where ``period = frames_out * in_rate / out_rate``.
     Checked on zeros over a whole cycle of the fraction's rounding (``denominator`` blocks,
-    at most 256; two ``resample_chunk`` calls per block). 16 -> 24 kHz: 489 1/3 input
-    frames (30.6 ms), blocks of 734 output frames.
+    at most 256; two ``resample_chunk`` calls per block).
     """
     first_in, first_out = _first_block(in_rate, out_rate, channels, dtype)
     period = Fraction(first_out * in_rate, out_rate)
@@ -213,16 +211,11 @@ def _priming_frames(in_rate: int, out_rate: int, channels: int, dtype: str) -> i
     so that the first :data:`FIRST_OUTPUT_MS` of input complete the stream's first block.
 
     Feeding silence before the start is what the stream assumes anyway (its filter starts
-    on zeros), so the real output is unchanged: 16 -> 24 kHz, a primed and an unprimed
-    stream differ by at most 1e-7 (float32 rounding). Only the block boundaries move.
-    The priming is a whole number of rate periods (``in_rate / gcd`` input frames, which
-    give exactly ``out_rate / gcd`` output frames), so the frames to drop are exact. When
-    the filter's look-ahead exceeds :data:`FIRST_OUTPUT_MS` (8 kHz: 12 ms), the first
-    block is aimed at the end of the second 10 ms, and so on.
-
-    16 -> 24 kHz: 426 frames (26.6 ms; 639 output frames dropped), so the first 10 ms
-    chunk returns 95 frames (4 ms: the rest waits for the filter's 6 ms look-ahead)
-    instead of nothing until the 4th chunk.
+    on zeros), so the real output is unchanged (to float32 rounding); only the block
+    boundaries move. The priming is a whole number of rate periods (``in_rate / gcd`` input
+    frames, which give exactly ``out_rate / gcd`` output frames), so the frames to drop are
+    exact. When the filter's look-ahead exceeds :data:`FIRST_OUTPUT_MS` (as at 8 kHz), the
+    first block is aimed at the end of the second chunk, and so on.
     """
     first_in, first_out = _first_block(in_rate, out_rate, channels, dtype)
     gcd = math.gcd(in_rate, out_rate)
@@ -258,34 +251,19 @@ class AudioConverter:
     When ``source == target`` nothing is decoded: :meth:`convert` returns the input
     bytes (only whole frames), with no numpy work.
 
-    Resampling timing (measured, 16 kHz -> 24 kHz mono in 10 ms chunks): libsoxr returns
-    output in blocks of 734 frames (30.6 ms) and never the last 6 ms of input (its
-    filter's look-ahead) before :meth:`flush`. A plain stream gave nothing for the first
-    three chunks (36.6 ms of input before the first block). The stream is therefore
-    primed with silence (:func:`_priming_frames`; output dropped, real output unchanged
-    to float32 rounding, total length ``round(input * 3 / 2)``) so that the **first
-    chunk** returns its first 4 ms (95 frames); then a block arrives every third chunk,
-    so the output lags the input by 6 to 37 ms (21 ms on average), the rest coming out
-    of :meth:`flush`. Other rates behave alike (first chunk: 22.05 kHz 89 frames,
-    44.1 kHz 100, 48 kHz 143; 8 kHz, whose look-ahead is 12 ms, at the second chunk).
-    CPU: about 7 us per 10 ms chunk (0.7 ms per second of audio, as before the priming);
-    the priming adds about 10 us once per converter, and measuring the blocks
-    (:func:`_first_block`, :func:`_block_period`) 0.2-0.4 ms once per rate pair and
-    process.
+    Resampling latency: libsoxr returns output in whole blocks and never the last of the
+    input (its filter's look-ahead) before :meth:`flush`, so a plain stream gives nothing
+    for the first few chunks. The stream is therefore primed with silence
+    (:func:`_priming_frames`; that output is dropped, the real output is unchanged to
+    float32 rounding) so that the **first chunk** already returns audio; later output
+    comes a block at a time, the rest out of :meth:`flush` (figures per rate:
+    ``benchmarks/README.md``, Resampler blocks and latency).
 
-    Deferred soxr calls: where the blocks are regular (16 -> 24 kHz, 8 and 48 kHz; not
-    22.05 or 44.1 kHz), a chunk that cannot complete soxr's next block is only kept,
-    and given to soxr with the chunk that completes it, which returns exactly what
-    chunk-by-chunk calls would have (same bytes, from the same chunk: tested down to
-    single frames). For 16 kHz in 10 ms chunks that is one decode and soxr call per
-    three chunks; in a py-spy profile of 50 Home Assistant-like streams, conversion was
-    about 10 % of the server's CPU before.
-
-    Measured and not used: three HQ streams primed a third of a block apart cut the
-    lag to 6-17 ms (11 ms on average) for 2.4x the CPU; re-running a cleared stream over
-    each chunk plus 6 ms each side gives a steady 6 ms for 4.5x the CPU (``clear()`` alone
-    costs 20 us); QQ and LQ streams answer every chunk but fail 40 dB on speech (see
-    :data:`RESAMPLE_QUALITY`), and ``vr=True`` (every chunk, 30.8 dB) too.
+    Deferred soxr calls: where the blocks are regular (:func:`_block_period`), a chunk that
+    cannot complete soxr's next block is only kept, and given to soxr with the chunk that
+    completes it, which returns exactly what chunk-by-chunk calls would have (same bytes,
+    from the same chunk: tested down to single frames), with fewer decodes and soxr calls
+    (``benchmarks/README.md``, Resampler CPU).
     """
 
     def __init__(self, source: AudioFormat, target: AudioFormat) -> None:

@@ -1,7 +1,7 @@
 """Zeroconf (mDNS / DNS-SD) advertisement, so Home Assistant discovers the server by itself.
 
-Protocol facts (``shared/notes/home-assistant.md``; Home Assistant 2026.11,
-``homeassistant/components/wyoming/manifest.json`` and ``config_flow.py``):
+Protocol facts (Home Assistant 2026.11, ``homeassistant/components/wyoming/manifest.json``
+and ``config_flow.py``; wyoming 1.10.2 ``wyoming/zeroconf.py``):
 
 - Home Assistant browses for the DNS-SD type ``_wyoming._tcp.local.`` and matches on the
   type alone; it needs the service's port and an address it can connect to, then sends

@@ -4,11 +4,13 @@ Home Assistant reads the answer while it is still streaming and takes the FIRST
 ``transcript``, even one sent before ``audio-stop``; an ASR program whose Info says
 ``requires_external_vad: false`` (wyoming 1.10.2 ``AsrProgram``; the default is ``true``)
 gets no voice-activity detection from Home Assistant, and must end every utterance
-itself, or the request runs to Home Assistant's 300 s pipeline timeout
-(``shared/notes/home-assistant.md``, STT). With the setting on, an utterance ends here:
+itself, or the request runs to Home Assistant's 300 s pipeline timeout (Home Assistant
+2026.11 ``homeassistant/components/wyoming/stt.py``; ``DEFAULT_PIPELINE_TIMEOUT`` in
+``homeassistant/components/assist_pipeline/const.py``). With the setting on, an utterance
+ends here:
 
 - when speech was heard and then ``silence_ms`` of non-speech followed (the local
-  detector of :mod:`wyoming_openai.stt.vad`): the transcript of the audio so far;
+  detector of :mod:`wyoming_openai.vad`): the transcript of the audio so far;
 - when nobody speaks for :data:`NO_SPEECH_SECONDS` (or up to the longest utterance, if
   shorter): an empty transcript, without asking the engine (nothing was said);
 - at :data:`MAX_COMMAND_SECONDS` (Home Assistant's own limit on a command), or at
@@ -34,7 +36,8 @@ NO_SPEECH_SECONDS = 5.0
 
 MAX_COMMAND_SECONDS = 15.0
 """Longest command: Home Assistant's own voice-activity detection ends one at 15 s
-(``shared/notes/home-assistant.md``), so a client that relies on ours gets the same."""
+(``VoiceCommandSegmenter.timeout_seconds`` in ``homeassistant/components/assist_pipeline/vad.py``,
+Home Assistant 2026.11), so a client that relies on ours gets the same."""
 
 
 class EndReason(enum.Enum):

@@ -1,6 +1,6 @@
 """Reading Wyoming events with limits, so a bad client cannot hurt the server.
 
-Wire format (``wyoming/event.py``, 1.10.2; ``shared/notes/home-assistant.md``): one UTF-8
+Wire format (wyoming 1.10.2 ``wyoming/event.py``): one UTF-8
 JSON header line ending in ``\\n`` (``type``, optional ``data``, ``data_length``,
 ``payload_length``), then ``data_length`` bytes of JSON data, then ``payload_length``
 bytes of payload.

@@ -1,7 +1,8 @@
 """Health check: ``python -m wyoming_openai.health [--uri URI] [--timeout S]``.
 
-Does what Home Assistant does on discovery (``shared/notes/home-assistant.md``): connect,
-send ``describe``, wait for ``info``, and require at least one program with
+Does what Home Assistant does on discovery (``homeassistant/components/wyoming/data.py`` and
+``config_flow.py``, Home Assistant 2026.11): connect, send ``describe``, wait for ``info``,
+and require at least one program with
 ``installed: true``. Exit status 0 when the server answers (one line on stdout), 1 with a
 one-line reason on stderr otherwise: Docker's ``HEALTHCHECK`` convention (0 healthy,
 1 unhealthy; 2 is reserved), and the line lands in ``docker inspect``'s health log.

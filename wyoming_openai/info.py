@@ -1,6 +1,6 @@
 """The ``info`` answer to ``describe``.
 
-Home Assistant (``homeassistant/components/wyoming``, see ``shared/notes/home-assistant.md``)
+Home Assistant (2026.11, ``homeassistant/components/wyoming/config_flow.py`` and ``data.py``)
 aborts set-up unless some program is ``installed: true``, titles the entry after the first
 installed program, and loads STT and TTS under one entry when one Info holds both.
 """

@@ -5,7 +5,7 @@ client and server events; ``openai.types.realtime`` in openai-python 3.52). Even
 read as JSON and the hottest one, ``input_audio_buffer.append``, is built as text: the
 SDK's ``recv()`` validates each event into its type and ``send()`` transforms each one
 through its type hints, which together cost more CPU than the rest of an utterance
-(``benchmarks/README.md``, CPU).
+(``benchmarks/README.md``, Realtime wire CPU).
 """
 
 from __future__ import annotations

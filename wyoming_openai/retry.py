@@ -2,7 +2,7 @@
 
 The SDK's own retries would also retry ``429 insufficient_quota``, which never succeeds
 (OpenAI API reference, Error codes: "You exceeded your current quota"), and its back-off
-(0.5-8 s, openai-python ``_constants.py``) is too slow for a voice assistant. Callers
+(0.5-8 s, openai-python 3.57 ``_constants.py``) is too slow for a voice assistant. Callers
 retry with :class:`RetryPolicy` inside their own deadline; which failures are worth it is
 ``BridgeError.retryable``.
 """

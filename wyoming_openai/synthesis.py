@@ -1,6 +1,6 @@
 """One Wyoming synthesis, plain or streamed, bridged to a :class:`TtsEngine`.
 
-Wyoming side (``shared/notes/home-assistant.md``, TTS):
+Wyoming side (``homeassistant/components/wyoming/tts.py``, Home Assistant 2026.11):
 
 - plain: ``synthesize {text, voice?}`` -> ``audio-start``, ``audio-chunk``*, ``audio-stop``;
 - streamed: ``synthesize-start {voice?}``, ``synthesize-chunk {text}``*, the full-text

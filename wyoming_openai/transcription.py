@@ -1,7 +1,8 @@
 """One Wyoming transcription, bridged to an :class:`SttSession`.
 
-Wyoming side (``shared/notes/home-assistant.md``, STT): ``transcribe`` (optional, before
-``audio-start``), ``audio-start {rate, width, channels}``, ``audio-chunk``*, ``audio-stop``.
+Wyoming side (``homeassistant/components/wyoming/stt.py``, Home Assistant 2026.11):
+``transcribe`` (optional, before ``audio-start``), ``audio-start {rate, width, channels}``,
+``audio-chunk``*, ``audio-stop``.
 Answer: ``transcript-start``, ``transcript-chunk`` per delta, ``transcript {text}``,
 ``transcript-stop``; Home Assistant takes the first ``transcript`` and ignores the rest.
 With ``stt.early_transcript`` an utterance may also end before ``audio-stop``

@@ -1,26 +1,24 @@
 """Local end-of-speech detection for speculative commits.
 
-Home Assistant ends a command with ``audio-stop`` only after 0.7 s of silence (its default
-``silence_seconds``; ``shared/notes/home-assistant.md``). The live transcription models
+Home Assistant ends a command with ``audio-stop`` only after 0.7 s of silence
+(``VoiceCommandSegmenter.silence_seconds``, Home Assistant 2026.11
+``homeassistant/components/assist_pipeline/vad.py``). The live transcription models
 (``gpt-live-transcribe``, ``gpt-realtime-whisper``) reject any ``turn_detection``
-(``shared/notes/openai.md``), so the service cannot tell us when speech ended: a local
+(``RealtimeTranscriptionSessionAudioInput.turn_detection`` in ``openai.types.realtime``,
+openai-python 3.57; the service's ``error``: "Turn detection is not supported for this
+transcription model"), so the service cannot tell us when speech ended: a local
 voice-activity detector does, early enough to commit the audio while Home Assistant is
 still counting silence.
 
 The detector is ``earshot`` (MIT/Apache-2.0, a small neural VAD in Rust with abi3 wheels
-for linux/arm64 and linux/amd64 from glibc 2.17, no model download, under 1 MB of RSS).
-Measured on Piper speech followed by room noise at -60, -50 and -40 dBFS it never
-reported the end of speech inside a sentence (pauses at commas included) with a 300 ms
-hangover, and cost 0.5 ms of CPU per second of audio on the 2-core development machine.
-Alternatives measured the same way: ``pymicro-vad`` (Home Assistant's own) used 18 ms of
-CPU per second and wheels need glibc 2.28; ``webrtcvad-wheels`` is 3x cheaper but ended
-speech in mid-sentence on 2 of 6 sentences at -50 dBFS; Silero needs onnxruntime
-(about 30 MB of RSS, not in the slim image).
+for linux/arm64 and linux/amd64, no model download), chosen over ``pymicro-vad``,
+``webrtcvad-wheels`` and Silero for accuracy, CPU, memory and wheels
+(``benchmarks/README.md``, End-of-speech detector).
 
 Audio units: input is s16le mono bytes at the engine's input rate (24 kHz for the
 realtime engine, 16 kHz for the HTTP and local ones); the detector works on 16 kHz frames
 of 256 samples (16 ms), resampled here (when the input is not 16 kHz already) with soxr's
-quick (``QQ``) filter, which delays by 0.1 ms and is plenty for voice activity.
+quick (``QQ``) filter, which delays least and is plenty for voice activity.
 """
 
 from __future__ import annotations
@@ -45,13 +43,13 @@ SPEECH_THRESHOLD = 0.5
 
 MIN_SPEECH_FRAMES = 3
 """Consecutive speech frames (48 ms) that start speech: a click or a cough-like blip in
-room noise does not (room noise scored at most 0.33 in the measurements above)."""
+room noise does not."""
 
 END_OF_SPEECH_MS = 300.0
-"""Non-speech after speech that ends it. Home Assistant's own end is 700 ms (250 ms in
-its "aggressive" setting); 300 ms never split a sentence of the corpus, and the detector
-already scores the last 70-100 ms of a word as non-speech, so the end is reported about
-230 ms after the last sound, leaving the model about 470 ms to finalize."""
+"""Non-speech after speech that ends it, in ms: well inside Home Assistant's own 700 ms
+(250 ms in its "aggressive" setting; ``VadSensitivity`` in the file named above), so the
+model finalizes while Home Assistant still counts, yet long enough not to end speech at a
+pause inside a sentence (``benchmarks/README.md``, End-of-speech detector)."""
 
 
 class EndOfSpeechDetector:

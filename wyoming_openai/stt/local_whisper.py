@@ -16,7 +16,7 @@ Audio: Whisper works on 16 kHz mono float samples. The utterance is buffered unt
 ``audio-stop``, converted once (from any input format, with
 :class:`~wyoming_openai.audio.AudioConverter`) and padded with :data:`PAD_MS` of silence
 on both sides: Whisper ``tiny.en`` tends to drop a first word that starts at t = 0
-(measured with the Piper voice used in the tests).
+(``benchmarks/README.md``, Whisper padding).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Which transcription options each OpenAI model takes.
 
 Facts from ``openai.types.realtime.audio_transcription_param`` and
-``openai.types.audio.transcription_create_params`` (openai-python 3.51) and
-``shared/notes/openai.md``:
+``openai.types.audio.transcription_create_params`` (openai-python 3.57):
 
 - ``gpt-transcribe`` and ``gpt-live-transcribe`` take ``languages[]`` (not ``language``)
   and ``keywords[]``;

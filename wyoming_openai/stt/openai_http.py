@@ -5,7 +5,8 @@ Groq...): the utterance is buffered and uploaded as a 16 kHz WAV at ``audio-stop
 ``stream=true`` the service answers with server-sent events
 ``transcript.text.delta {delta}`` ... ``transcript.text.done {text}``
 (``openai.types.audio.TranscriptionTextDeltaEvent`` / ``...DoneEvent``); ``whisper-1``
-ignores ``stream`` and is asked without it (``shared/notes/openai.md``, HTTP).
+ignores ``stream`` and is asked without it (``stream`` in
+``openai.types.audio.transcription_create_params``, openai-python 3.57).
 
 A configured model the service reports as retired or unknown
 (``BridgeError.model_retired``; ``whisper-1`` and the

@@ -1,7 +1,7 @@
 """Which engine speaks: ``tts.mode`` = ``speech``, ``realtime`` or ``auto``.
 
 OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at the
-Realtime API instead (``shared/notes/openai.md``, Deprecations). ``auto`` (the default)
+Realtime API instead (openai-python 3.57 ``resources/audio/speech.py``). ``auto`` (the default)
 keeps ``/v1/audio/speech`` while the configured speech model is served and, the first
 time OpenAI answers that it is retired or unknown, speaks that same request through a
 realtime session and stays there for the life of the process. OpenAI-compatible servers

@@ -7,7 +7,7 @@ synthesis pipeline asks for it:
   any audio of the piece came: Piper speaks the piece instead, **in the OpenAI engine's
   format** (24 kHz s16 mono: Piper's 22,050 Hz is resampled), because Home Assistant writes
   one WAV header from the stream's first ``audio-start`` and passes every later chunk
-  through unchanged (``shared/notes/home-assistant.md``, TTS).
+  through unchanged (``homeassistant/components/wyoming/tts.py``, Home Assistant 2026.11).
 - OpenAI fails after some audio of the piece was already sent: the piece ends where
   OpenAI stopped and the stream goes on with the next piece. Where the audio broke off
   inside the text is unknown, so speaking the piece again would repeat words and speaking

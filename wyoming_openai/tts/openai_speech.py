@@ -1,7 +1,7 @@
 """Text to speech through ``POST /v1/audio/speech``, streamed.
 
 ``response_format: "pcm"`` is raw 24 kHz 16-bit signed little-endian mono with no header
-(``shared/notes/openai.md``, HTTP). The body is read with
+(OpenAI Text to speech guide, "Supported output formats"). The body is read with
 ``with_streaming_response`` so audio leaves as soon as the first bytes arrive
 (``speech.create()`` would buffer the whole body). Body chunks may split a sample: an odd
 trailing byte is carried into the next chunk.

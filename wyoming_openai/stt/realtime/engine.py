@@ -118,7 +118,8 @@ class RealtimeSttEngine(OpenAISttEngine):
     async def prepare(self) -> None:
         """Load the SDK's realtime module in a worker thread and start opening the warm
         sessions, both in the background: start-up does not wait, and the event loop is
-        not blocked by the import (about 0.25 s of CPU) when the first session opens."""
+        not blocked by the import when the first session opens (``benchmarks/README.md``,
+        Realtime SDK import)."""
         if self._preload is None:
             self._preload = asyncio.create_task(
                 asyncio.to_thread(importlib.import_module, "openai.resources.realtime")

@@ -1,8 +1,9 @@
 """One utterance streamed into realtime transcription sessions, never lost.
 
 Speculative commit: Home Assistant sends ``audio-stop`` only after 0.7 s of silence
-(``homeassistant/components/assist_pipeline/vad.py``). A local voice-activity detector
-(:mod:`wyoming_openai.vad`) hears the end of speech about 0.3 s into that silence, and
+(``homeassistant/components/assist_pipeline/vad.py``, Home Assistant 2026.11). A local
+voice-activity detector (:mod:`wyoming_openai.vad`) hears the end of speech about 0.3 s
+into that silence, and
 the audio so far is committed then, so the model finalizes while Home Assistant is still
 counting. If speech resumes, the audio goes on into a new item, which is committed at the
 next end of speech or at ``audio-stop``; the answer joins the items' transcripts in order.
