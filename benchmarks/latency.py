@@ -14,7 +14,7 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
   ``audio-stop`` to a commit sent after it, and from the fake's last
   ``...completed`` -- or ``audio-stop`` if later -- to the client's ``transcript``);
 - ``audio-start`` -> first audio at the fake, for 16 kHz clients (resampled: the first
-  10 ms chunk gives the first 4 ms of 24 kHz audio, see ``audio.AudioConverter``) and
+  10 ms chunk gives the first 4 ms of 24 kHz audio, see ``resample.AudioConverter``) and
   24 kHz clients (no resampling: what the session itself adds);
 - WER of the real-speech corpus (``tests.utterances.COMMANDS``, each in 4 room-noise
   renditions, transcribed by Whisper tiny.en in the fake), speculative commit vs commit at
@@ -70,7 +70,8 @@ from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
 from tests.utterances import COMMANDS, command  # noqa: E402
-from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat  # noqa: E402
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat  # noqa: E402
+from wyoming_openai.resample import AudioConverter  # noqa: E402
 
 CHUNK_MS = 10
 TTS_FIRST_BYTE = 0.4  # s

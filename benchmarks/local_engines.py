@@ -31,9 +31,10 @@ import numpy as np
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import ha_synthesize_stream, ha_transcribe, make_settings, running_server
-from wyoming_openai.audio import AudioConverter, AudioFormat
+from wyoming_openai.audio import AudioFormat
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
+from wyoming_openai.resample import AudioConverter
 
 TEXTS = [
     "Turn on the kitchen lights.",

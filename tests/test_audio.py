@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 import soxr
 
-from wyoming_openai.audio import (
-    PCM_24K_MONO,
-    AudioConverter,
-    AudioFormat,
-    pcm_to_wav,
-    validate_format,
-)
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat, pcm_to_wav, validate_format
+from wyoming_openai.resample import AudioConverter
 
 CLIENT_RATES = (8000, 16000, 22050, 44100, 48000)
 PCM_16K_MONO = AudioFormat(rate=16000, width=2, channels=1)

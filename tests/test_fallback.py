@@ -25,8 +25,9 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.config import Settings
+from wyoming_openai.resample import AudioConverter
 
 TEXT = "Turn on the kitchen lights."
 REPLY = ["The garage door ", "is open. Shall I ", "close it?"]

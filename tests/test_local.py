@@ -32,10 +32,11 @@ from tests.harness import (
     ha_transcribe,
     running_server,
 )
-from wyoming_openai.audio import AudioConverter, AudioFormat
+from wyoming_openai.audio import AudioFormat
 from wyoming_openai.config import ConfigError, Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.plan import plan_engines
+from wyoming_openai.resample import AudioConverter
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine
 

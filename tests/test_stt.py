@@ -14,7 +14,8 @@ from wyoming.error import Error
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, ha_transcribe, make_settings, running_server
-from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
+from wyoming_openai.resample import AudioConverter
 
 SPEECH_TEXTS = [
     "Turn on the kitchen lights.",

@@ -16,7 +16,9 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from wyoming_openai.audio import PCM_24K_MONO, AudioConverter, AudioFormat
+from tests.utterances import eventually
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
+from wyoming_openai.resample import AudioConverter
 
 
 def use_piper(fake: FakeOpenAI) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from tests import speech
-from wyoming_openai.audio import AudioConverter, AudioFormat
+from wyoming_openai.audio import AudioFormat
+from wyoming_openai.resample import AudioConverter
 
 RATE = 16000
 """Hz of every utterance here."""

@@ -23,9 +23,10 @@ from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, Transcript
 from wyoming.error import Error
 from wyoming.event import Event
 
-from .audio import AudioConverter, AudioFormat, pcm_to_wav, validate_format
+from .audio import AudioFormat, pcm_to_wav, validate_format
 from .endpointing import EarlyEnd, Endpointer, EndReason
 from .errors import BridgeError, ErrorCode
+from .resample import AudioConverter
 from .stt.base import SttEngine, TranscribeRequest, TranscriptDelta
 
 _LOGGER = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ extra starts as long as it does not use this engine.
 
 Audio: Whisper works on 16 kHz mono float samples. The utterance is buffered until
 ``audio-stop``, converted once (from any input format, with
-:class:`~wyoming_openai.audio.AudioConverter`) and padded with :data:`PAD_MS` of silence
+:class:`~wyoming_openai.resample.AudioConverter`) and padded with :data:`PAD_MS` of silence
 on both sides: Whisper ``tiny.en`` tends to drop a first word that starts at t = 0
 (``benchmarks/README.md``, Whisper padding).
 """
@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..audio import PCM_16K_MONO, AudioConverter, AudioFormat
+from ..audio import PCM_16K_MONO, AudioFormat
 from ..catalogue import WHISPER_LANGUAGES
 from ..config import LocalSettings, SttSettings
 from ..errors import BridgeError, ErrorCode, ModelLoadError
+from ..resample import AudioConverter
 from .base import (
     MIN_UTTERANCE_MS,
     SttEngine,

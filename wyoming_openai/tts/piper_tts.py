@@ -14,7 +14,7 @@ Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voic
 voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
 ``output_format`` (a fallback for OpenAI TTS asks for 24 kHz so that one stream keeps one
 format): then every sentence goes through one streaming
-:class:`~wyoming_openai.audio.AudioConverter`, in the worker thread.
+:class:`~wyoming_openai.resample.AudioConverter`, in the worker thread.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..audio import AudioConverter, AudioFormat
+from ..audio import AudioFormat
 from ..config import LocalSettings
 from ..errors import BridgeError, ErrorCode, ModelLoadError
+from ..resample import AudioConverter
 from .base import TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
