@@ -459,7 +459,8 @@ class RealtimeSessionRecord:
     WebSocket close code (1006 when the fake dropped the socket). ``closed`` is set once the
     connection is over. Timestamps are ``time.monotonic()`` seconds: ``commit_times`` (each
     commit received) and ``completed_times`` (each ``...completed`` sent) run parallel to
-    ``commits`` and ``transcripts``.
+    ``commits`` and ``transcripts``, ``server_event_times`` (each event sent) to
+    ``server_events``.
 
     Conversation (speech) sessions also record ``spoken`` (the text each response spoke, in
     order), ``cancelled_responses`` (ids of responses a ``response.cancel`` stopped) and
@@ -471,6 +472,7 @@ class RealtimeSessionRecord:
     connected_at: float
     client_events: list[dict[str, Any]] = field(default_factory=list)
     server_events: list[dict[str, Any]] = field(default_factory=list)
+    server_event_times: list[float] = field(default_factory=list)
     session_config: dict[str, Any] | None = None
     effective_session: dict[str, Any] | None = None
     audio: bytearray = field(default_factory=bytearray)
@@ -536,6 +538,7 @@ class _RealtimeConnection:
     response_id: str | None = None
     response_cancel: asyncio.Event = field(default_factory=asyncio.Event)
     voice_locked: bool = False
+    appends_after_commit: int = 0
 
     @property
     def format_type(self) -> str:
@@ -639,6 +642,20 @@ class FakeOpenAI:
         self.speech_hold: asyncio.Event | None = None
         """When set to an event, every ``/v1/audio/speech`` body waits for it before its first
         byte (the request is recorded at once)."""
+        self.speech_pause: asyncio.Event | None = None
+        """When set to an event, every ``/v1/audio/speech`` body waits for it after its first
+        chunk (written, with ``first_byte_at`` set), so the body is incomplete until then."""
+        self.realtime_hold: asyncio.Event | None = None
+        """When set to an event, every conversation response waits for it after its first
+        ``response.output_audio.delta``; a ``response.cancel`` meanwhile is recorded at once
+        and stops the response when it goes on."""
+        self.drop_after_commit_appends: int | None = None
+        """Drop the WebSocket abruptly (no close frame) on the this-many-th
+        ``input_audio_buffer.append`` after the connection's first commit."""
+        self.session_expires_in: float | None = None
+        """When set, ``session.created`` reports an ``expires_at`` this many seconds ahead
+        (whole Unix seconds, as the service sends it); the session itself still lasts
+        ``session_max_duration``."""
         self.session_max_duration = session_max_duration
         self.strict_sample_alignment = strict_sample_alignment
         self.retired_models: set[str] = set(retired_models)
@@ -752,6 +769,11 @@ class FakeOpenAI:
         async with self._sessions_changed:
             await self._sessions_changed.wait_for(lambda: len(self.realtime_sessions) >= count)
         return self.realtime_sessions[count - 1]
+
+    def _expires_at(self) -> int:
+        """``expires_at`` of a new session (Unix seconds; see :attr:`session_expires_in`)."""
+        lifetime = self.session_expires_in
+        return int(time.time() + (self.session_max_duration if lifetime is None else lifetime))
 
     def _spawn(self, coro: Awaitable[Any], conn: _RealtimeConnection | None = None) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -929,7 +951,7 @@ class FakeOpenAI:
             await self._close(conn, 1008, "invalid query")
             return
 
-        expires_at = int(time.time() + self.session_max_duration)
+        expires_at = self._expires_at()
         conn.config = {
             "type": "transcription",
             "object": "realtime.transcription_session",
@@ -1015,6 +1037,7 @@ class FakeOpenAI:
         if failure:
             self.validation_failures.append(failure)
         conn.record.server_events.append(copy.deepcopy(event))
+        conn.record.server_event_times.append(time.monotonic())
         if event["type"] == "error":
             conn.record.errors_sent.append(event["error"])
         if conn.gone or conn.ws.closed:
@@ -1238,8 +1261,13 @@ class FakeOpenAI:
         conn.buffer += chunk
         record.audio += _wire_to_pcm24k(chunk, conn.format_type)
         record.append_count += 1
+        if record.commits:
+            conn.appends_after_commit += 1
         limit = self.drop_after_appends
-        if limit is not None and record.append_count >= limit:
+        after_commit = self.drop_after_commit_appends
+        if (limit is not None and record.append_count >= limit) or (
+            after_commit is not None and conn.appends_after_commit >= max(1, after_commit)
+        ):
             conn.dropped = True
             conn.gone = True
             transport = conn.request.transport
@@ -1355,7 +1383,7 @@ class FakeOpenAI:
             "type": "realtime",
             "object": "realtime.session",
             "id": _new_id("sess_"),
-            "expires_at": int(time.time() + self.session_max_duration),
+            "expires_at": self._expires_at(),
             "model": model,
             "output_modalities": ["audio"],
             "instructions": "You are a helpful, witty, and friendly AI.",
@@ -1681,6 +1709,8 @@ class FakeOpenAI:
                         {"type": "response.output_audio_transcript.delta", **where,
                          "content_index": 0, "delta": deltas[index]},
                     )  # fmt: skip
+                if index == 0 and self.realtime_hold is not None:
+                    await self.realtime_hold.wait()
             cancelled = conn.response_cancel.is_set()
             if not cancelled:
                 for delta in deltas[len(said) :]:
@@ -1812,6 +1842,8 @@ class FakeOpenAI:
                     record.aborted = True
                     request.transport.abort()  # the body stops half-way, no final chunk
                     return response
+                if not offset and self.speech_pause is not None:
+                    await self.speech_pause.wait()
             await response.write_eof()
             record.completed = True
         except (ConnectionError, RuntimeError):

@@ -18,6 +18,7 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, default_synthesizer
+from tests.utterances import eventually
 
 TIMEOUT = 10.0
 MODEL = "gpt-realtime-2.1-mini"
@@ -130,7 +131,7 @@ async def test_speech_only_voices_are_refused(fake_api: FakeOpenAI, client: Asyn
 
 
 async def test_cancel_stops_the_response(fake_api: FakeOpenAI, client: AsyncOpenAI) -> None:
-    fake_api.tts_chunk_interval = 0.05
+    fake_api.realtime_hold = asyncio.Event()  # the response waits after its first audio
     async with client.realtime.connect(model=MODEL) as conn:
         await configure(conn)
         await conn.conversation.item.create(
@@ -144,6 +145,8 @@ async def test_cancel_stops_the_response(fake_api: FakeOpenAI, client: AsyncOpen
         events = await recv_until(conn, "response.output_audio.delta")
         response_id = events[-1].response_id
         await conn.response.cancel(response_id=response_id)
+        await eventually(lambda: fake_api.realtime_sessions[0].cancelled_responses, TIMEOUT)
+        fake_api.realtime_hold.set()  # the response goes on, and stops
         events = await recv_until(conn, "response.done")
         await conn.response.cancel()
         (late,) = await recv_until(conn, "error")
@@ -158,7 +161,7 @@ async def test_cancel_stops_the_response(fake_api: FakeOpenAI, client: AsyncOpen
 async def test_one_response_at_a_time_and_item_deletion(
     fake_api: FakeOpenAI, client: AsyncOpenAI
 ) -> None:
-    fake_api.tts_chunk_interval = 0.05
+    fake_api.realtime_hold = asyncio.Event()  # the first response is active until set
     async with client.realtime.connect(model=MODEL) as conn:
         await configure(conn)
         await conn.conversation.item.create(
@@ -172,6 +175,7 @@ async def test_one_response_at_a_time_and_item_deletion(
         await conn.response.create()
         await conn.response.create()
         (busy,) = [e for e in await recv_until(conn, "error") if e.type == "error"]
+        fake_api.realtime_hold.set()
         await recv_until(conn, "response.done")
         await conn.conversation.item.delete(item_id="item_mine")
         deleted = (await recv_until(conn, "conversation.item.deleted"))[-1]

@@ -238,16 +238,17 @@ async def test_openai_breaking_off_mid_sentence_never_repeats_words(
 ) -> None:
     """OpenAI sends a sentence's speech, then stops answering before the body ends: that
     sentence ends there (no error, no replay), the next one is Piper's."""
-    silence = bytes(PCM_24K_MONO.bytes_for_ms(3000))
-    fake.synthesizer = lambda text, voice: piper_24k(text) + silence
+    first = "Turn on the kitchen lights."
+    # Synthesized before the server starts: the read deadline (0.5 s) counts from the
+    # request, and the fake answers at once with the stored audio.
+    stored = {first: piper_24k(first) + bytes(PCM_24K_MONO.bytes_for_ms(3000))}
+    fake.synthesizer = lambda text, voice: stored[text]
     fake.tts_chunk_bytes = PCM_24K_MONO.bytes_for_ms(2500)  # the speech, then a pause
-    fake.tts_chunk_interval = 2.0  # longer than the read deadline
+    fake.speech_pause = asyncio.Event()  # never set: the rest of the body never comes
     settings = fallback_settings(fake, "--tts-lookahead", "1", *SHORT_DEADLINES)
     async with running_server(settings) as server:
         assert server.port is not None
-        result = await ha_synthesize_stream(
-            server.port, ["Turn on the kitchen lights. ", "Then lock the front door."]
-        )
+        result = await ha_synthesize_stream(server.port, [f"{first} ", "Then lock the front door."])
     assert result.error is None
     assert result.types[-2:] == ["audio-stop", "synthesize-stopped"]
     assert result.types.count("audio-start") == 1

@@ -19,6 +19,7 @@ from wyoming.tts import SynthesizeChunk, SynthesizeStart
 
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI
 from tests.mdns_lab import EXIT_TIMEOUT, ServerProcess
+from tests.utterances import eventually
 
 SILENCE_10MS = bytes(320)  # 16 kHz, 16-bit mono
 
@@ -39,7 +40,8 @@ async def read_until_closed(client: AsyncTcpClient) -> list[Event]:
 
 
 async def test_sigterm_closes_open_sessions_and_exits_0() -> None:
-    fake = FakeOpenAI(api_key=DEFAULT_API_KEY, tts_chunk_bytes=4800, tts_chunk_interval=0.1)
+    fake = FakeOpenAI(api_key=DEFAULT_API_KEY, tts_chunk_bytes=4800)
+    fake.speech_pause = asyncio.Event()  # never set: the speech body stops after 0.1 s of audio
     await fake.start()
     port = free_port()
     server = await ServerProcess.start(
@@ -56,9 +58,12 @@ async def test_sigterm_closes_open_sessions_and_exits_0() -> None:
         for _ in range(30):
             chunk = AudioChunk(rate=16000, width=2, channels=1, audio=SILENCE_10MS)
             await stt.write_event(chunk.event())
-        session = await asyncio.wait_for(fake.wait_for_realtime_session(), EXIT_TIMEOUT)
+        # The utterance's session: the one its audio goes to (a warm session may have
+        # been opened ahead of it, and may be the one).
+        await eventually(lambda: any(s.audio for s in fake.realtime_sessions), EXIT_TIMEOUT)
+        (session,) = [s for s in fake.realtime_sessions if s.audio]
 
-        # A reply still being spoken (about 2 s of audio sent in 0.1 s steps).
+        # A reply still being spoken (its first 0.1 s sent, the rest held back).
         await tts.connect()
         await tts.write_event(SynthesizeStart().event())
         await tts.write_event(SynthesizeChunk(text="The lights are off in the kitchen. ").event())

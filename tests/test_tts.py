@@ -6,10 +6,15 @@ import asyncio
 import time
 
 import pytest
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import Synthesize
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
 from tests.harness import (
+    READ_TIMEOUT,
+    TtsResult,
+    _read_tts,
     describe,
     ha_synthesize,
     ha_synthesize_stream,
@@ -101,9 +106,12 @@ async def test_next_sentence_is_requested_while_the_previous_one_plays(
     fake: FakeOpenAI, port: int
 ) -> None:
     """Sentence 2 is requested before sentence 1's audio has all reached the client."""
-    fake.tts_chunk_interval = 0.05  # sentence 1 streams for a while
+    fake.speech_pause = asyncio.Event()  # sentence 1 stops after its first body chunk...
     text = ["The first sentence is fairly long to speak. ", "The second one follows."]
-    result = await ha_synthesize_stream(port, text)
+    synthesis = asyncio.create_task(ha_synthesize_stream(port, text))
+    await eventually(lambda: len(fake.speech_streams) == 2 or synthesis.done(), READ_TIMEOUT)
+    fake.speech_pause.set()  # ...until sentence 2 was requested
+    result = await synthesis
     first, second = fake.speech_streams
     assert first.finished_at is not None
     arrivals = [
@@ -162,10 +170,20 @@ async def test_concurrent_syntheses_each_get_their_own_audio(fake: FakeOpenAI, p
 
 
 async def test_first_audio_leaves_before_the_body_is_complete(fake: FakeOpenAI, port: int) -> None:
-    """Streamed: the first audio-chunk arrives while the fake is still sending the body."""
-    fake.tts_chunk_interval = 0.05
-    started = time.monotonic()
-    result = await ha_synthesize(port, "A sentence long enough to need several body chunks.")
-    (stream,) = fake.speech_streams
+    """Streamed: the first audio-chunk arrives while the fake is still sending the body
+    (it holds the rest back after the first body chunk until the test has seen it)."""
+    fake.speech_pause = asyncio.Event()
+    result = TtsResult()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        reader = asyncio.create_task(_read_tts(client, result, "audio-stop"))
+        started = time.monotonic()
+        text = "A sentence long enough to need several body chunks."
+        await client.write_event(Synthesize(text=text).event())
+        await eventually(lambda: result.first_audio_at is not None or reader.done(), READ_TIMEOUT)
+        (stream,) = fake.speech_streams
+        assert result.first_audio_at is not None and not stream.completed
+        fake.speech_pause.set()
+        await asyncio.wait_for(reader, READ_TIMEOUT)
     assert result.first_audio_at is not None and stream.finished_at is not None
     assert started < result.first_audio_at < stream.finished_at
+    assert stream.completed

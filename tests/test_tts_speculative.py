@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+import pytest
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
@@ -41,6 +43,12 @@ async def requested(fake: FakeOpenAI, text: str) -> None:
     await eventually(lambda: any(r.get("input") == text for r in fake.speech_requests))
 
 
+def withdrawn(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The server's debug lines for sentences started early and then withdrawn: logged
+    when the next chunk arrives, whether or not the early request had left by then."""
+    return [r.getMessage() for r in caplog.records if "started early" in r.getMessage()]
+
+
 async def test_a_chunk_ending_a_sentence_starts_it_without_waiting_for_more_text(
     fake: FakeOpenAI, port: int
 ) -> None:
@@ -58,10 +66,11 @@ async def test_a_chunk_ending_a_sentence_starts_it_without_waiting_for_more_text
 
 
 async def test_a_sentence_started_early_is_withdrawn_when_the_text_goes_on(
-    fake: FakeOpenAI, port: int
+    fake: FakeOpenAI, port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ "It is 3." looks finished until "5 degrees" follows: the early request is cancelled
     before any of its audio plays, and the whole sentence is spoken once."""
+    caplog.set_level(logging.DEBUG, logger="wyoming_openai")
     fake.speech_hold = asyncio.Event()  # no audio until the text has gone on
     async with stream(port) as (client, result, reader):
         await client.write_event(SynthesizeChunk(text="It is 3.").event())
@@ -75,6 +84,8 @@ async def test_a_sentence_started_early_is_withdrawn_when_the_text_goes_on(
     assert result.types[-1] == "synthesize-stopped"
     assert [r["input"] for r in fake.speech_requests] == ["It is 3.", "It is 3.5 degrees outside."]
     assert not any(s.completed for s in fake.speech_streams if s.request["input"] == "It is 3.")
+    (line,) = withdrawn(caplog)  # the log the test of abbreviations relies on
+    assert "'It is 3.'" in line
 
 
 async def test_a_sentence_already_playing_is_followed_by_the_rest_of_the_text(
@@ -92,15 +103,22 @@ async def test_a_sentence_already_playing_is_followed_by_the_rest_of_the_text(
 
 
 async def test_abbreviations_and_unfinished_text_are_not_started_early(
-    fake: FakeOpenAI, port: int
+    fake: FakeOpenAI, port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Neither "Call Dr." nor "Call Dr. Smith" is started early. Such a start would be
+    withdrawn by the next chunk, maybe before its request reached the fake; the server's
+    log of the withdrawal shows it whatever the timing."""
+    caplog.set_level(logging.DEBUG, logger="wyoming_openai")
     async with stream(port) as (client, result, reader):
-        for chunk in ("Call Dr.", " Smith", " now. Then", " rest."):
+        for chunk in ("Call Dr.", " Smith", " now. Then"):
             await client.write_event(SynthesizeChunk(text=chunk).event())
-            await asyncio.sleep(0.05)  # time enough for an early start to show
+        await requested(fake, "Call Dr. Smith now.")  # confirmed by "Then"
+        await client.write_event(SynthesizeChunk(text=" rest.").event())
         await client.write_event(SynthesizeStop().event())
         await asyncio.wait_for(reader, 10)
+    # In this order: "Then rest." could only be asked for once the test sent " rest.".
     assert [r["input"] for r in fake.speech_requests] == ["Call Dr. Smith now.", "Then rest."]
+    assert withdrawn(caplog) == []
     assert result.audio == spoken("Call Dr. Smith now.", "Then rest.")
 
 

@@ -11,10 +11,12 @@ from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 
 from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
-from tests.harness import ha_transcribe, make_settings, running_server
+from tests.harness import READ_TIMEOUT, ha_transcribe, make_settings, running_server
 from tests.test_stt import tone
 from tests.utterances import eventually
 from wyoming_openai.audio import PCM_24K_MONO
+from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.stt.realtime import RealtimeSttEngine
 
 WARM = ("--stt-warm-sessions", "1")
 
@@ -24,22 +26,30 @@ def updates(session: RealtimeSessionRecord) -> list[dict]:
     return [e["session"] for e in session.client_events if e["type"] == "session.update"]
 
 
-async def configured(fake: FakeOpenAI, count: int) -> RealtimeSessionRecord:
-    """The ``count``-th realtime session, once the fake has confirmed its configuration."""
-    async with asyncio.timeout(5):
+async def configured(
+    fake: FakeOpenAI, server: WyomingOpenAIServer, count: int
+) -> RealtimeSessionRecord:
+    """The ``count``-th realtime session (all of them warm ones here), once the server has
+    opened ``count`` warm sessions and holds one ready: a session joins the server's pool
+    only after it has read ``session.updated``, later than the fake sent it. The deadlines
+    are hang guards."""
+    engine = server.engines.stt
+    assert isinstance(engine, RealtimeSttEngine)
+    async with asyncio.timeout(READ_TIMEOUT):
         session = await fake.wait_for_realtime_session(count)
-    await eventually(lambda: session.events_of_type("session.updated"))
+    await eventually(lambda: engine.warm.opened >= count and engine.warm.ready > 0, READ_TIMEOUT)
     return session
 
 
 async def test_the_request_streams_into_a_session_opened_before_it(fake: FakeOpenAI) -> None:
     async with running_server(make_settings(fake.base_url, *WARM)) as server:
         assert server.port is not None
-        warm = await configured(fake, 1)
+        warm = await configured(fake, server, 1)
         requested_at = time.monotonic()
         first = await ha_transcribe(server.port, tone(300, 0.5, 16000), language="en")
-        replacement = await configured(fake, 2)
+        replacement = await configured(fake, server, 2)
         second = await ha_transcribe(server.port, tone(300, 0.5, 16000), language="en")
+        await configured(fake, server, 3)  # the replacement of the replacement
 
     assert first.transcript == second.transcript == "hello world"
     assert warm.connected_at < requested_at
@@ -66,7 +76,7 @@ async def test_the_first_16k_chunk_reaches_the_service_before_the_second_is_sent
     the resampler's blocks nor by batching: audio reaches the service with nothing more sent."""
     async with running_server(make_settings(fake.base_url, *WARM)) as server:
         assert server.port is not None
-        warm = await configured(fake, 1)
+        warm = await configured(fake, server, 1)
         async with AsyncTcpClient("127.0.0.1", server.port) as client:
             await client.write_event(Transcribe(language="en").event())
             await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
@@ -83,7 +93,7 @@ async def test_names_and_terms_are_set_on_the_warm_session(fake: FakeOpenAI) -> 
     request = Transcribe(language="en", transcript_names=["Zoë"], transcript_terms=["scene"])
     async with running_server(make_settings(fake.base_url, *WARM)) as server:
         assert server.port is not None
-        warm = await configured(fake, 1)
+        warm = await configured(fake, server, 1)
         result = await ha_transcribe(server.port, tone(300, 0.5, 16000), transcribe=request)
     assert result.transcript == "hello world"
     assert len(warm.commits) == 1
@@ -91,18 +101,20 @@ async def test_names_and_terms_are_set_on_the_warm_session(fake: FakeOpenAI) -> 
 
 
 async def test_warm_sessions_are_renewed_before_they_expire(fake: FakeOpenAI) -> None:
-    """Sessions last 2 s here (60 minutes at OpenAI): each warm one is closed and replaced
-    by the bridge before the service expires it, and the spare works afterwards."""
-    fake.session_max_duration = 2.0
+    """The service says sessions end 1-2 s after they open (``expires_at`` in whole
+    seconds; 60 minutes at OpenAI): each warm one is closed and replaced by the bridge
+    before then, and the spare works afterwards. The fake keeps each session open far
+    longer, so the renewal is the bridge's doing, whenever the event loop gets to it."""
+    fake.session_expires_in = 2.0
     async with running_server(make_settings(fake.base_url, *WARM)) as server:
         assert server.port is not None
-        first = await configured(fake, 1)
-        await configured(fake, 3)  # renewed twice
+        first = await configured(fake, server, 1)
+        await configured(fake, server, 3)  # renewed twice
         result = await ha_transcribe(server.port, tone(300, 0.5, 16000))
         assert result.transcript == "hello world"
-        await asyncio.wait_for(first.closed.wait(), 5)
+        await asyncio.wait_for(first.closed.wait(), READ_TIMEOUT)
 
-    assert first.errors_sent == []  # never reached its expiry
+    assert first.errors_sent == []  # the service never had to end it
     assert first.close_code == 1000  # closed by the bridge, cleanly
     assert first.commits == []
 
@@ -112,10 +124,11 @@ async def test_a_warm_session_the_service_ends_is_replaced(fake: FakeOpenAI) -> 
     is opened at once, and the next request streams into it."""
     async with running_server(make_settings(fake.base_url, *WARM)) as server:
         assert server.port is not None
-        first = await configured(fake, 1)
+        first = await configured(fake, server, 1)
         await fake.expire_realtime_sessions()
-        spare = await configured(fake, 2)
+        spare = await configured(fake, server, 2)
         result = await ha_transcribe(server.port, tone(300, 0.5, 16000), language=None)
+        await configured(fake, server, 3)  # the spare's replacement
     assert [e["code"] for e in first.errors_sent] == ["session_expired"]
     assert first.commits == []
     assert result.transcript == "hello world"
@@ -126,7 +139,7 @@ async def test_a_warm_session_the_service_ends_is_replaced(fake: FakeOpenAI) -> 
 async def test_shutdown_closes_the_warm_sessions(fake: FakeOpenAI) -> None:
     async with running_server(make_settings(fake.base_url, "--stt-warm-sessions", "2")) as server:
         assert server.port is not None
-        await configured(fake, 2)
+        await configured(fake, server, 2)
     for session in fake.realtime_sessions:
         await asyncio.wait_for(session.closed.wait(), 5)
         assert session.close_code == 1000
