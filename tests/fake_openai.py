@@ -631,6 +631,8 @@ class FakeOpenAI:
         self.tts_chunk_bytes = tts_chunk_bytes
         self.tts_chunk_interval = tts_chunk_interval
         self.reject_connections = reject_connections
+        self.rejected_requests = 0
+        """Requests (and WebSocket handshakes) answered 503 by ``reject_connections``."""
         self.drop_after_appends = drop_after_appends
         self.hang = hang
         self.http_errors: list[tuple[int, str | None]] = list(http_errors or [])
@@ -839,6 +841,7 @@ class FakeOpenAI:
                     503, _ApiError(None, "Server shutting down.", None, "server_error")
                 )
             if self.reject_connections:
+                self.rejected_requests += 1
                 return self._error_response(
                     503,
                     _ApiError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
@@ -259,10 +259,18 @@ async def test_off_by_default_nothing_is_answered_before_audio_stop(fake: FakeOp
                 )
             session = await fake.wait_for_realtime_session(1)
             await eventually(lambda: session.transcripts, READ_TIMEOUT)
-            await asyncio.sleep(0.2)  # the answer had every reason to leave by now
-            await client.write_event(Describe().event())
+            # The server has the whole transcript once its chunks spell it out: an answer
+            # would be due by then; describe -> info then shows whether one left.
             before: list[str] = []
-            while not before or before[-1] != "info":
+            chunks = ""
+            while chunks.strip() != " ".join(t.strip() for t in session.transcripts):
+                event = await asyncio.wait_for(client.read_event(), READ_TIMEOUT)
+                assert event is not None
+                before.append(event.type)
+                if TranscriptChunk.is_type(event.type):
+                    chunks += TranscriptChunk.from_event(event).text
+            await client.write_event(Describe().event())
+            while before[-1] != "info":
                 event = await asyncio.wait_for(client.read_event(), READ_TIMEOUT)
                 assert event is not None
                 before.append(event.type)

@@ -23,6 +23,7 @@ from tests.harness import (
     running_server,
 )
 from tests.test_stt import piper_16k, tone, use_whisper
+from tests.utterances import eventually
 from wyoming_openai.stt.realtime import APPEND_BATCH_MS
 
 TEXT = "Turn on the kitchen lights."
@@ -57,13 +58,13 @@ async def test_connection_dropped_mid_utterance_is_replayed(fake: FakeOpenAI, po
 
 
 async def test_service_unreachable_at_first_then_back(fake: FakeOpenAI, port: int) -> None:
-    """Connections are refused (503) for the first 0.4 s of speech: the audio is kept and
-    sent once a session can be opened."""
+    """Connections are refused (503) while the person starts speaking: the audio is kept
+    and sent once a session can be opened."""
     use_whisper(fake)
     fake.reject_connections = True
 
     async def heal() -> None:
-        await asyncio.sleep(0.4)
+        await eventually(lambda: fake.rejected_requests >= 2, 30)  # refused, and retried
         fake.reject_connections = False
 
     healer = asyncio.create_task(heal())
@@ -104,14 +105,13 @@ async def test_hung_service_times_out_with_an_error_and_frees_the_connection(
 
 async def test_session_expiry_mid_utterance_is_replayed(fake: FakeOpenAI, port: int) -> None:
     use_whisper(fake)
-    fake.session_max_duration = 0.5
 
-    async def heal() -> None:
+    async def expire_once_audio_flows() -> None:
         first = await fake.wait_for_realtime_session(1)
-        await first.closed.wait()
-        fake.session_max_duration = 3600
+        await eventually(lambda: len(first.audio) > 0, 30)
+        await fake.expire_realtime_sessions()
 
-    healer = asyncio.create_task(heal())
+    healer = asyncio.create_task(expire_once_audio_flows())
     result = await ha_transcribe(port, piper_16k(TEXT), realtime=True)
     await asyncio.wait_for(healer, 5)
     assert result.error is None
