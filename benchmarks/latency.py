@@ -2,7 +2,7 @@
 
 The server runs in its own process (``python -m wyoming_openai``, as deployed, without the
 local engines: ``--fallback none``), so its CPU time and memory are its own; the fake
-OpenAI server (``tests/fake_openai.py``) and the Home Assistant-like clients run here, on
+OpenAI server (``tests/fake_openai/``) and the Home Assistant-like clients run here, on
 127.0.0.1. Audio is HA-realistic: Piper speech from ``tests/speech.py`` preceded by 0.2 s
 and followed by 0.7 s of quiet room noise (-50 dBFS pink noise and hum, not digital zero:
 Home Assistant's default silence before ``audio-stop``), in 10 ms chunks paced in real
