@@ -26,7 +26,7 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from tests.test_stt import tone
+from tests.utterances import tone
 from wyoming_openai.stt.realtime import APPEND_BATCH_MS
 
 Case = Callable[[FakeOpenAI, int], Awaitable[tuple[list[str], float, str]]]

@@ -1,7 +1,7 @@
 """Drive the real server over TCP the way Home Assistant does.
 
-Event orders follow ``shared/notes/home-assistant.md`` (Home Assistant 2026.11,
-``homeassistant/components/wyoming/stt.py`` and ``tts.py``): one connection per request;
+Event orders follow Home Assistant 2026.11
+(``homeassistant/components/wyoming/stt.py`` and ``tts.py``): one connection per request;
 STT sends ``transcribe`` before ``audio-start`` and reads concurrently, taking the first
 ``transcript``; TTS with ``supports_synthesize_streaming`` always streams.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import wave
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -29,6 +31,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from tests.utterances import eventually
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
@@ -242,3 +245,29 @@ async def ha_synthesize_stream(
         await client.write_event(SynthesizeStop().event())
         await asyncio.wait_for(reader, READ_TIMEOUT)
     return result
+
+
+def whole_wav(path: Path) -> bool:
+    """Whether ``path`` is a WAV file holding every frame its header announces."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            frames = wav.getnframes()
+            size = frames * wav.getsampwidth() * wav.getnchannels()
+            return len(wav.readframes(frames)) == size
+    except (OSError, EOFError, wave.Error):
+        return False
+
+
+async def dumped_wavs(directory: Path, count: int) -> list[Path]:
+    """The WAV files of ``directory`` (sorted by name), once there are ``count`` and each is
+    whole: the server writes them in a worker thread after the utterance, so one may be
+    seen half-written (a hang guard, not an assertion on time)."""
+
+    files: list[Path] = []
+
+    def written() -> bool:
+        files[:] = sorted(directory.glob("*.wav"))
+        return len(files) >= count and all(whole_wav(path) for path in files)
+
+    await eventually(written, READ_TIMEOUT)
+    return files

@@ -5,7 +5,8 @@
 Assistant's zeroconf integration does), resolves each service with
 ``AsyncServiceInfo.async_request``, connects to an advertised address (IPv4 first, never a
 link-local one, as Home Assistant picks it), sends ``describe`` and reads ``info``
-(``shared/notes/home-assistant.md``). It prints one JSON object per line on stdout:
+(Home Assistant 2026.11 ``homeassistant/components/wyoming/config_flow.py``). It prints one
+JSON object per line on stdout:
 
 - ``{"added": NAME, "port": P, "addresses": [...], "connected_to": A, "programs": {...}}``
   (``programs``: ``{"asr": [names], "tts": [names]}`` of installed programs), or with

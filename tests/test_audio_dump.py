@@ -6,35 +6,8 @@ import wave
 from pathlib import Path
 
 from tests.fake_openai import FakeOpenAI
-from tests.harness import READ_TIMEOUT, ha_transcribe, make_settings, running_server
-from tests.test_stt import tone
-from tests.utterances import eventually
-
-
-def whole_wav(path: Path) -> bool:
-    """Whether ``path`` is a WAV file holding every frame its header announces."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            frames = wav.getnframes()
-            size = frames * wav.getsampwidth() * wav.getnchannels()
-            return len(wav.readframes(frames)) == size
-    except (OSError, EOFError, wave.Error):
-        return False
-
-
-async def dumped_wavs(directory: Path, count: int) -> list[Path]:
-    """The WAV files of ``directory`` (sorted by name), once there are ``count`` and each is
-    whole: the server writes them in a worker thread after the utterance, so one may be
-    seen half-written (a hang guard, not an assertion on time)."""
-
-    files: list[Path] = []
-
-    def written() -> bool:
-        files[:] = sorted(directory.glob("*.wav"))
-        return len(files) >= count and all(whole_wav(path) for path in files)
-
-    await eventually(written, READ_TIMEOUT)
-    return files
+from tests.harness import dumped_wavs, ha_transcribe, make_settings, running_server
+from tests.utterances import tone
 
 
 async def test_each_utterance_is_dumped_as_the_audio_sent_upstream(

@@ -14,7 +14,7 @@ from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, ha_synthesize, ha_transcribe, make_settings, running_server
-from tests.test_stt import tone
+from tests.utterances import tone
 
 
 async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> list[dict]:

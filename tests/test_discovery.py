@@ -128,6 +128,7 @@ def assert_home_assistant_would_add(event: dict, lab: MdnsLab) -> None:
 # --------------------------------------------------------------------------- over multicast
 
 
+@pytest.mark.slow  # server subprocesses and multicast
 async def test_discovered_described_and_withdrawn_on_sigterm(
     mdns_lab: MdnsLab, browser: BrowserProcess
 ) -> None:
@@ -146,6 +147,7 @@ async def test_discovered_described_and_withdrawn_on_sigterm(
     print(f"[{mdns_lab.kind}] SIGTERM to exit: {elapsed * 1000:.0f} ms")
 
 
+@pytest.mark.slow  # server subprocesses and multicast
 async def test_no_zeroconf_advertises_nothing(mdns_lab: MdnsLab, browser: BrowserProcess) -> None:
     silent, control = unique_name("silent"), unique_name("control")
     async with (
@@ -159,6 +161,7 @@ async def test_no_zeroconf_advertises_nothing(mdns_lab: MdnsLab, browser: Browse
     assert "Zeroconf: advertising" not in quiet.text
 
 
+@pytest.mark.slow  # server subprocesses and multicast
 async def test_name_conflict_gets_a_unique_name_and_is_logged(netns_lab: MdnsLab) -> None:
     """Two hosts ask for one name: the second to come is renamed. (On one host the probe's
     unicast answer may reach the wrong process: see :func:`tests.mdns_lab.network_namespaces`.)"""
@@ -182,6 +185,7 @@ async def test_name_conflict_gets_a_unique_name_and_is_logged(netns_lab: MdnsLab
     assert "already taken" not in first.text
 
 
+@pytest.mark.slow  # server subprocesses and multicast
 @pytest.mark.parametrize("bind", ["0.0.0.0", "::"])
 async def test_wildcard_bind_advertises_the_interface_address(
     netns_lab: MdnsLab, bind: str

@@ -3,8 +3,8 @@
 Driven as Home Assistant drives a program whose Info says ``requires_external_vad:
 false``: its own voice detection is off, so it streams the microphone (speech, then the
 room) and reads concurrently, taking the first ``transcript``, even one sent before
-``audio-stop`` (``shared/notes/home-assistant.md``). Real speech (Piper) is transcribed
-by Whisper in the fake.
+``audio-stop`` (Home Assistant 2026.11 ``homeassistant/components/wyoming/stt.py``). Real
+speech (Piper) is transcribed by Whisper in the fake.
 """
 
 from __future__ import annotations
@@ -23,12 +23,21 @@ from wyoming.info import Describe, Info
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI
-from tests.harness import READ_TIMEOUT, describe, make_settings, running_server
-from tests.test_audio_dump import dumped_wavs
-from tests.test_stt import use_whisper
-from tests.utterances import COMMANDS, RATE, command, eventually, paused, room_noise, spoken
+from tests.harness import READ_TIMEOUT, describe, dumped_wavs, make_settings, running_server
+from tests.utterances import (
+    COMMANDS,
+    RATE,
+    command,
+    eventually,
+    paused,
+    room_noise,
+    spoken,
+    use_whisper,
+)
 from wyoming_openai.audio import PCM_24K_MONO
 from wyoming_openai.endpointing import NO_SPEECH_SECONDS
+
+pytestmark = pytest.mark.slow  # real speech, streamed at its own pace
 
 CHUNK_BYTES = 320
 """10 ms at 16 kHz s16le mono, what Home Assistant sends."""

@@ -29,6 +29,8 @@ from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.config import Settings
 from wyoming_openai.resample import AudioConverter
 
+pytestmark = pytest.mark.slow  # the local engines answer (real models)
+
 TEXT = "Turn on the kitchen lights."
 REPLY = ["The garage door ", "is open. Shall I ", "close it?"]
 

@@ -22,8 +22,7 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from tests.test_stt import piper_16k, tone, use_whisper
-from tests.utterances import eventually
+from tests.utterances import eventually, piper_16k, tone, use_whisper
 from wyoming_openai.stt.realtime import APPEND_BATCH_MS
 
 TEXT = "Turn on the kitchen lights."

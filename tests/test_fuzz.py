@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import ha_transcribe, make_settings
-from tests.test_stt import piper_16k
+from tests.utterances import piper_16k
 from wyoming_openai.server import WyomingOpenAIServer
+
+pytestmark = pytest.mark.slow  # property-based fuzzing
 
 EVENT_TYPES = [
     "describe",

@@ -7,14 +7,17 @@ import os
 import random
 
 import numpy as np
+import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.tts import SynthesizeChunk, SynthesizeStart
 
 from tests.fake_openai import FakeOpenAI, default_synthesizer
 from tests.harness import describe, ha_synthesize_stream, ha_transcribe
-from tests.test_stt import tone
+from tests.utterances import tone
 from wyoming_openai.server import WyomingOpenAIServer
+
+pytestmark = pytest.mark.slow  # load: thousands of connections
 
 
 def tone_transcriber(pcm: bytes, language: str | None, prompt: str | None) -> str:

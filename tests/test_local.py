@@ -40,6 +40,8 @@ from wyoming_openai.resample import AudioConverter
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine
 
+pytestmark = pytest.mark.slow  # the local engines (faster-whisper, Piper) load real models
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SPEECH_TEXTS = [

@@ -22,7 +22,7 @@ from tests.harness import (
     make_settings,
     running_server,
 )
-from tests.test_stt import tone
+from tests.utterances import tone
 from wyoming_openai.redact import RedactingFormatter, redact, register_secret
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 
+import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
@@ -20,6 +21,8 @@ from wyoming.tts import SynthesizeChunk, SynthesizeStart
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI
 from tests.mdns_lab import EXIT_TIMEOUT, ServerProcess
 from tests.utterances import eventually
+
+pytestmark = pytest.mark.slow  # server subprocesses
 
 SILENCE_10MS = bytes(320)  # 16 kHz, 16-bit mono
 

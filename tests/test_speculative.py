@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests import speech
 from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
 from tests.harness import ha_transcribe, make_settings, running_server
-from tests.test_stt import use_whisper
-from tests.utterances import COMMANDS, RATE, command, room_noise, spoken
+from tests.utterances import COMMANDS, RATE, command, room_noise, spoken, use_whisper
 from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.resample import AudioConverter
+
+pytestmark = pytest.mark.slow  # real speech through the local voice detector
 
 APPEND = "input_audio_buffer.append"
 COMMIT = "input_audio_buffer.commit"

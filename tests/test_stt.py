@@ -14,6 +14,7 @@ from wyoming.error import Error
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import describe, ha_transcribe, make_settings, running_server
+from tests.utterances import dominant_hz, piper_16k, tone, use_whisper
 from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.resample import AudioConverter
 
@@ -22,35 +23,6 @@ SPEECH_TEXTS = [
     "What is the weather like tomorrow?",
     "Lock the front door and close the garage.",
 ]
-
-
-def tone(freq: float, seconds: float, rate: int, width: int = 2, channels: int = 1) -> bytes:
-    """A sine at ``freq`` Hz, half scale, as interleaved little-endian PCM."""
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.5 * np.sin(2 * np.pi * freq * t)
-    dtype = {2: "<i2", 4: "<i4"}[width]
-    samples = (wave * (2 ** (8 * width - 1) - 1)).astype(dtype)
-    return np.repeat(samples, channels).tobytes()
-
-
-def dominant_hz(pcm24k: bytes) -> float:
-    samples = np.frombuffer(pcm24k, "<i2").astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * PCM_24K_MONO.rate / len(samples))
-
-
-def use_whisper(fake: FakeOpenAI) -> None:
-    """Make the fake transcribe for real (Whisper tiny.en on the 24 kHz audio it got)."""
-    fake.transcriber = lambda pcm, language, prompt: speech.transcribe_speech(
-        pcm, PCM_24K_MONO.rate, language
-    )
-
-
-def piper_16k(text: str) -> bytes:
-    """Piper speech of ``text`` at 16 kHz s16 mono, as a voice satellite would send it."""
-    pcm, rate = speech.synthesize_speech(text)
-    converter = AudioConverter(AudioFormat(rate, 2, 1), AudioFormat(16000, 2, 1))
-    return converter.convert(pcm) + converter.flush()
 
 
 async def test_home_assistant_transcription_streams_transcript_events(

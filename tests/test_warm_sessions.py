@@ -12,8 +12,7 @@ from wyoming.client import AsyncTcpClient
 
 from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
 from tests.harness import READ_TIMEOUT, ha_transcribe, make_settings, running_server
-from tests.test_stt import tone
-from tests.utterances import eventually
+from tests.utterances import eventually, tone
 from wyoming_openai.audio import PCM_24K_MONO
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.realtime import RealtimeSttEngine

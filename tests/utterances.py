@@ -1,8 +1,9 @@
 """Home Assistant-realistic utterances: real speech, pauses and trailing room noise.
 
 Home Assistant streams the microphone until its voice detector has heard 0.7 s of
-silence (``silence_seconds``; ``shared/notes/home-assistant.md``), so a command ends with
-0.7 s of the room, never digital zero. The room here is quiet pink noise with a little
+silence (``silence_seconds`` in Home Assistant 2026.11
+``homeassistant/components/assist_pipeline/vad.py``), so a command ends with 0.7 s of the
+room, never digital zero. The room here is quiet pink noise with a little
 mains hum, by default at -50 dBFS (RMS), seeded so every run sends the same bytes.
 
 All audio is 16 kHz s16le mono bytes (what Home Assistant sends), lengths in bytes.
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tests import speech
-from wyoming_openai.audio import AudioFormat
+from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.resample import AudioConverter
+
+if TYPE_CHECKING:
+    from tests.fake_openai import FakeOpenAI
 
 RATE = 16000
 """Hz of every utterance here."""
@@ -155,3 +160,35 @@ def paused(text: str, silence: float, seed: int = 0, **kwargs: float) -> bytes:
     before, after = spoken(first), spoken(second)
     edges = (len(before) - sound_bounds(before)[1] + sound_bounds(after)[0]) / 2 / RATE
     return command(first, max(0.0, silence - edges), second, seed=seed, **kwargs)
+
+
+# ----------------------------------------------------------------- tones and real speech
+
+
+def tone(freq: float, seconds: float, rate: int, width: int = 2, channels: int = 1) -> bytes:
+    """A sine at ``freq`` Hz, half scale, as interleaved little-endian PCM."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * freq * t)
+    dtype = {2: "<i2", 4: "<i4"}[width]
+    samples = (wave * (2 ** (8 * width - 1) - 1)).astype(dtype)
+    return np.repeat(samples, channels).tobytes()
+
+
+def dominant_hz(pcm24k: bytes) -> float:
+    samples = np.frombuffer(pcm24k, "<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * PCM_24K_MONO.rate / len(samples))
+
+
+def use_whisper(fake: FakeOpenAI) -> None:
+    """Make the fake transcribe for real (Whisper tiny.en on the 24 kHz audio it got)."""
+    fake.transcriber = lambda pcm, language, prompt: speech.transcribe_speech(
+        pcm, PCM_24K_MONO.rate, language
+    )
+
+
+def piper_16k(text: str) -> bytes:
+    """Piper speech of ``text`` at 16 kHz s16 mono, as a voice satellite would send it."""
+    pcm, rate = speech.synthesize_speech(text)
+    converter = AudioConverter(AudioFormat(rate, 2, 1), AudioFormat(16000, 2, 1))
+    return converter.convert(pcm) + converter.flush()
