@@ -73,7 +73,7 @@ async def test_service_unreachable_at_first_then_back(fake: FakeOpenAI, port: in
     assert speech.normalize_text(result.transcript or "") == speech.normalize_text(TEXT)
 
 
-async def test_service_down_for_good_is_a_clear_error_soon_after_audio_stop(
+async def test_service_down_for_good_is_a_clear_error_after_audio_stop(
     fake: FakeOpenAI,
 ) -> None:
     fake.reject_connections = True
