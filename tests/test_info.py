@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from wyoming.client import AsyncTcpClient
+from pathlib import Path
+
+from wyoming.client import AsyncClient, AsyncTcpClient
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 
@@ -71,3 +73,16 @@ async def test_configured_voices_and_models_for_a_compatible_server(fake: FakeOp
     assert info.tts[0].voices[0].languages == ["en"]
     assert info.asr[0].models[0].name == "Systran/faster-whisper-small"
     assert info.asr[0].models[0].languages == ["en", "fr"]
+
+
+async def test_a_unix_socket_uri_is_served(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """``--uri unix://PATH`` is listened on (by the server's own listener, not wyoming's)."""
+    path = tmp_path / "wyoming.sock"
+    settings = make_settings(fake.base_url, "--uri", f"unix://{path}")
+    async with running_server(settings) as server:
+        assert server.port is None
+        async with AsyncClient.from_uri(f"unix://{path}") as client:
+            await client.write_event(Describe().event())
+            event = await client.read_event()
+        assert event is not None and Info.is_type(event.type)
+        assert ha_config_flow_accepts(Info.from_event(event)) == "openai-stt"
