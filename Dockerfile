@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # wyoming-openai: a Wyoming server for OpenAI speech, for linux/amd64 and linux/arm64
 # (Raspberry Pi OS 64-bit). Every dependency installs from a wheel on both (script/check-wheels
-# proves it), so no stage compiles anything, and the runtime stage holds no compiler.
+# proves it for this image's Python on bookworm), and the build refuses anything else, so no
+# stage compiles anything, and the runtime stage holds no compiler.
 #
 #   docker build -t wyoming-openai .
 #   docker build -t wyoming-openai:local --build-arg EXTRAS=local .   # with the local engines
@@ -23,8 +24,15 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY wyoming_openai ./wyoming_openai
+# The project is built as a wheel first; then every dependency must come as a wheel
+# (--only-binary :all:): one missing for this platform is a clear error here, never a C
+# build that fails on a Raspberry Pi after 20 minutes (script/check-wheels checks them).
 RUN pip install --upgrade pip \
- && if [ -n "$EXTRAS" ]; then pip install ".[$EXTRAS]"; else pip install .; fi
+ && pip wheel --no-deps --wheel-dir /tmp/wheels . \
+ && wheel="$(ls /tmp/wheels/wyoming_openai-*.whl)" \
+ && if [ -n "$EXTRAS" ]; then spec="$wheel[$EXTRAS]"; else spec="$wheel"; fi \
+ && pip install --only-binary :all: "$spec" \
+ && rm -rf /tmp/wheels
 
 # ---------------------------------------------------------------- runtime: the venv, no compiler
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

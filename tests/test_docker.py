@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import runpy
 import shlex
 import sys
 import tomllib
@@ -56,6 +57,18 @@ def stages() -> list[Stage]:
             global_args[arg] = default.strip('"')
         else:
             found[-1].instructions.append((kind, value))
+    return found
+
+
+def stages_args() -> list[str]:
+    """The global ``ARG`` lines of the Dockerfile (before the first ``FROM``)."""
+    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    found = []
+    for item in parser.structure:
+        if item["instruction"] == "FROM":
+            break
+        if item["instruction"] == "ARG":
+            found.append(item["value"])
     return found
 
 
@@ -122,8 +135,36 @@ def test_extras_build_argument_installs_the_extra() -> None:
     build = stages()[0]
     assert 'EXTRAS=""' in build.values("ARG")
     install = " ".join(build.values("RUN"))
-    assert '".[$EXTRAS]"' in install and "pip install ." in install
+    assert "pip wheel --no-deps --wheel-dir /tmp/wheels ." in install
+    assert (
+        'spec="$wheel[$EXTRAS]"' in install and 'pip install --only-binary :all: "$spec"' in install
+    )
     assert "local" in PYPROJECT["project"]["optional-dependencies"]
+
+
+def test_the_build_installs_nothing_but_wheels() -> None:
+    """Every ``pip install`` of a package (all but pip's own upgrade) refuses sdists, so a
+    dependency without a wheel for the platform fails the build at once."""
+    commands = [
+        part.strip()
+        for run in stages()[0].values("RUN")
+        for part in run.split("&&")
+        if "pip install" in part and "--upgrade pip" not in part
+    ]
+    assert commands
+    assert all("--only-binary :all:" in command for command in commands), commands
+
+
+def test_check_wheels_checks_the_image_platform() -> None:
+    """script/check-wheels resolves for the image's Python (read from the Dockerfile) on
+    Debian 12 bookworm (glibc 2.36), the platform both image stages are built on."""
+    namespace = runpy.run_path(str(ROOT / "script" / "check-wheels"), run_name="check_wheels")
+    python = next(a for a in stages_args() if a.startswith("PYTHON_VERSION="))
+    assert namespace["image_python_version"]() == python.split("=", 1)[1]
+    assert namespace["BOOKWORM_GLIBC"] == "2.36"
+    assert all(stage.base.endswith("-slim-bookworm") for stage in stages())
+    tags = namespace["platform_tags"]("aarch64", 36)
+    assert "manylinux_2_36_aarch64" in tags and "manylinux_2_28_aarch64" in tags
 
 
 def test_copied_sources_exist_and_are_not_ignored() -> None:
