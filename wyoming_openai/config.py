@@ -352,6 +352,72 @@ class ZeroconfSettings(_Section):
         return value
 
 
+class WebSettings(_Section):
+    """The web face: a page for live transcription and speech, ``WS /v1/transcriptions``,
+    ``GET /healthz`` and ``POST /v1/audio/speech``, on the same engines as Wyoming."""
+
+    enabled: bool = Field(True, description="Serve the web face (--no-web turns it off).")
+    uri: str = Field(
+        "http://127.0.0.1:10301",
+        description=(
+            "Where the web face listens (http:// or https://); browsers give the microphone "
+            "only to localhost or HTTPS pages."
+        ),
+    )
+    certfile: Path | None = Field(None, description="TLS certificate (PEM) for https://.")
+    keyfile: Path | None = Field(None, description="TLS private key (PEM) for https://.")
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "Shared token every endpoint but /healthz requires (Authorization: Bearer, or in "
+            "the WebSocket's start message); empty: none."
+        ),
+    )
+    token_file: Path | None = Field(None, description="File holding web.token (e.g. a secret).")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins (scheme://host:port) whose pages may open the WebSocket besides the "
+            "web face's own."
+        ),
+    )
+    max_frame_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest WebSocket message, bytes."
+    )
+    max_session_seconds: float = Field(
+        3600.0, gt=0, description="Longest live transcription session, seconds of audio."
+    )
+    max_sessions: int = Field(32, ge=1, description="Live transcription sessions at once.")
+
+    @field_validator("certfile", "keyfile", "token_file", "token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        try:
+            port = parsed.port
+        except ValueError as err:
+            raise ValueError(f"bad port in {value!r}") from err
+        if not parsed.hostname or port is None:
+            raise ValueError("needs a host and a port, e.g. http://127.0.0.1:10301")
+        return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> WebSettings:
+        https = urlparse(self.uri).scheme == "https"
+        if https and (self.certfile is None or self.keyfile is None):
+            raise ValueError("https:// needs web.certfile and web.keyfile")
+        if not https and (self.certfile is not None or self.keyfile is not None):
+            raise ValueError("web.certfile and web.keyfile need an https:// web.uri")
+        return self
+
+
 class Settings(_Section):
     """Everything the server needs, validated."""
 
@@ -404,6 +470,7 @@ class Settings(_Section):
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     local: LocalSettings = Field(default_factory=lambda: LocalSettings())
     zeroconf: ZeroconfSettings = Field(default_factory=lambda: ZeroconfSettings())
+    web: WebSettings = Field(default_factory=lambda: WebSettings())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -448,4 +515,5 @@ SECTIONS: dict[str, type[_Section]] = {
     "limits": LimitsSettings,
     "local": LocalSettings,
     "zeroconf": ZeroconfSettings,
+    "web": WebSettings,
 }

@@ -27,7 +27,7 @@ from .errors import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
-NO_FLAG = {"openai.api_key"}
+NO_FLAG = {"openai.api_key", "web.token"}
 """Settings that must not be given on the command line (visible in ``ps``)."""
 
 FLAG_ALIASES = {"openai.api_key_file": ["--api-key-file"]}
@@ -145,6 +145,12 @@ def _add_zeroconf_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         action=_ZeroconfFlag,
         help="Advertise over zeroconf (the default for tcp://), as NAME if given.",
+    )
+    parser.add_argument(
+        "--no-web",
+        dest="web.enabled",
+        action="store_false",
+        help=f"Do not serve the web face (env {env_name('web.enabled')}=false).",
     )
     parser.add_argument(
         "--no-zeroconf",
@@ -281,20 +287,31 @@ def load_settings(
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{name}: {message} ({origin})") from None
 
-    return _resolve_api_key(settings)
+    return _resolve_secret_files(settings)
 
 
-def _resolve_api_key(settings: Settings) -> Settings:
+def _read_secret_file(name: str, path: Path) -> SecretStr:
+    """The secret held in ``path`` (setting ``name``, for the message), stripped."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot read {path}: {err.strerror}") from err
+    if not secret:
+        raise ConfigError(f"{name}: {path} is empty")
+    return SecretStr(secret)
+
+
+def _resolve_secret_files(settings: Settings) -> Settings:
+    """Read ``openai.api_key_file`` and ``web.token_file`` where the secret itself is unset."""
     if settings.openai.api_key is None and settings.openai.api_key_file is not None:
-        path = settings.openai.api_key_file
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise ConfigError(f"openai.api_key_file: cannot read {path}: {err.strerror}") from err
-        if not key:
-            raise ConfigError(f"openai.api_key_file: {path} is empty")
-        openai = settings.openai.model_copy(update={"api_key": SecretStr(key)})
+        key = _read_secret_file("openai.api_key_file", settings.openai.api_key_file)
+        openai = settings.openai.model_copy(update={"api_key": key})
         settings = settings.model_copy(update={"openai": openai})
+    if settings.web.token is None and settings.web.token_file is not None:
+        token = _read_secret_file("web.token_file", settings.web.token_file)
+        settings = settings.model_copy(
+            update={"web": settings.web.model_copy(update={"token": token})}
+        )
     if settings.engine == "openai" and not settings.has_api_key():
         raise ConfigError(
             "openai.api_key: missing (engine: openai); set OPENAI_API_KEY, openai.api_key in "

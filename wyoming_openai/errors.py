@@ -62,6 +62,18 @@ class ErrorCode(StrEnum):
     """Transcription of the utterance failed (``...transcription.failed``)."""
     INTERNAL = "internal-error"
     """A fault inside this server; details are in its log."""
+    UNSUPPORTED_FORMAT = "unsupported-format"
+    """An audio format this server cannot decode (unknown, or its decoder not installed)."""
+    UNAUTHORIZED = "unauthorized"
+    """The web face's token is missing or wrong."""
+    FORBIDDEN_ORIGIN = "forbidden-origin"
+    """A WebSocket opened by a page of another origin than the web face's (or the allowed)."""
+    TOO_MANY_SESSIONS = "too-many-sessions"
+    """``web.max_sessions`` live sessions are open already: try again later."""
+    SESSION_TOO_LONG = "session-too-long"
+    """More audio than ``web.max_session_seconds`` in one live session."""
+    FRAME_TOO_LARGE = "frame-too-large"
+    """A WebSocket message larger than ``web.max_frame_bytes``."""
 
 
 RETRYABLE_CODES = frozenset(
