@@ -35,6 +35,7 @@ from tests.utterances import eventually
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.web.face import WebFace
 
 API_KEY = "sk-test-fake-key-0123456789"
 READ_TIMEOUT = 30.0
@@ -58,6 +59,7 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
             "none",
             "--stt-warm-sessions",
             "0",
+            "--no-web",
             *argv,
         ],
         {"OPENAI_API_KEY": api_key},
@@ -72,6 +74,24 @@ async def running_server(settings: Settings) -> AsyncIterator[WyomingOpenAIServe
     try:
         yield server
     finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_web(settings: Settings) -> AsyncIterator[tuple[WyomingOpenAIServer, WebFace]]:
+    """The Wyoming server and the web face on the same engines, as the process runs them;
+    the web face on a free 127.0.0.1 port (``settings.web``'s other fields apply)."""
+    web_settings = settings.web.model_copy(update={"enabled": True, "uri": "http://127.0.0.1:0"})
+    settings = settings.model_copy(update={"web": web_settings})
+    server = WyomingOpenAIServer(settings)
+    face = WebFace(settings, server.engines)
+    await face.start()
+    try:
+        await server.start()
+        face.ready = True
+        yield server, face
+    finally:
+        await face.stop()
         await server.stop()
 
 

@@ -53,17 +53,16 @@ async def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger(__name__).info("wyoming-openai %s", __version__)
 
     # The SDK is imported once the settings are valid.
+    from .app import serve
     from .engines import build_engines
-    from .server import WyomingOpenAIServer
 
     try:
-        server = WyomingOpenAIServer(settings, build_engines(settings, plan))
-        await server.run()
+        await serve(settings, build_engines(settings, plan))
     except ConfigError as err:  # a local model or voice that cannot be loaded
         print(f"wyoming-openai: configuration error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"wyoming-openai: cannot listen on {settings.uri}: {err.strerror}", file=sys.stderr)
+        print(f"wyoming-openai: cannot listen: {err.strerror or err}", file=sys.stderr)
         return 1
     return 0
 

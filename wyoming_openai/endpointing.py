@@ -78,6 +78,11 @@ class Endpointer:
         self._own = detector is None
         self._detector = detector if detector is not None else EndOfSpeechDetector(rate=rate)
 
+    @property
+    def speech_heard(self) -> bool:
+        """Whether any speech was heard so far."""
+        return self._detector.speech_heard
+
     def heard(self, pcm: bytes) -> None:
         """Audio sent upstream (s16le mono at ``rate``), in order."""
         if self._own and pcm:

@@ -63,6 +63,12 @@ class LocalHold:
             return None
         return outage
 
+    @property
+    def covering(self) -> bool:
+        """Whether the local engine is answering in OpenAI's place now."""
+        outage = self._outage
+        return outage is not None and outage.age() < self._hold
+
     def remaining(self, outage: Outage) -> float:
         """Seconds until OpenAI is tried again after ``outage``."""
         return max(0.0, self._hold - outage.age())

@@ -29,9 +29,9 @@ from .endpointing import EarlyEnd
 from .errors import BridgeError, ErrorCode
 from .framing import FrameError, FrameLimits, read_event
 from .stt.base import SttEngine, TranscribeRequest
-from .synthesis import Synthesis, resolve_voice
+from .synthesis import Synthesis
 from .transcription import Utterance
-from .tts.base import TtsEngine
+from .tts.base import TtsEngine, resolve_voice
 
 _LOGGER = logging.getLogger(__name__)
 

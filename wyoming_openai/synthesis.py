@@ -31,26 +31,6 @@ _LOGGER = logging.getLogger(__name__)
 WriteEvent = Callable[[Event], Awaitable[None]]
 
 
-def resolve_voice(engine: TtsEngine, name: str | None) -> str:
-    """The voice to use: the requested one, else the engine's default.
-
-    Raises:
-        BridgeError: ``unknown-voice`` when ``name`` is not offered in Info (and the
-            engine has no substitute for it, see :meth:`TtsEngine.substitute_voice`).
-    """
-    if not name:
-        return engine.default_voice()
-    names = [voice.name for voice in engine.voices()]
-    if name not in names:
-        if (substitute := engine.substitute_voice(name)) is not None:
-            return substitute
-        raise BridgeError(
-            ErrorCode.UNKNOWN_VOICE,
-            f"unknown voice {name!r}; available: {', '.join(names)}",
-        )
-    return name
-
-
 class Synthesis:
     """Text in (whole or streamed), audio events out; owns the task that writes them.
 

@@ -63,6 +63,11 @@ class FallbackSttEngine(SttEngine):
         )
         self.model_attribution = primary.model_attribution
 
+    @property
+    def standing_in(self) -> bool:
+        """Whether the local engine answers in OpenAI's place now (after a failure)."""
+        return self._hold.covering
+
     def models(self) -> list[SttModelInfo]:
         return self.primary.models()
 

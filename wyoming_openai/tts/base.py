@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..audio import AudioFormat
+from ..errors import BridgeError, ErrorCode
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,23 @@ class TtsEngine(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release process-wide resources."""
+
+
+def resolve_voice(engine: TtsEngine, name: str | None) -> str:
+    """The voice to use: the requested one, else the engine's default.
+
+    Raises:
+        BridgeError: ``unknown-voice`` when ``name`` is not offered in Info (and the
+            engine has no substitute for it, see :meth:`TtsEngine.substitute_voice`).
+    """
+    if not name:
+        return engine.default_voice()
+    names = [voice.name for voice in engine.voices()]
+    if name not in names:
+        if (substitute := engine.substitute_voice(name)) is not None:
+            return substitute
+        raise BridgeError(
+            ErrorCode.UNKNOWN_VOICE,
+            f"unknown voice {name!r}; available: {', '.join(names)}",
+        )
+    return name

@@ -78,6 +78,11 @@ class FallbackTtsEngine(TtsEngine):
         )
         self.model_attribution = primary.model_attribution
 
+    @property
+    def standing_in(self) -> bool:
+        """Whether the local engine answers in OpenAI's place now (after a failure)."""
+        return self._hold.covering
+
     def voices(self) -> list[VoiceInfo]:
         return self.primary.voices()
 

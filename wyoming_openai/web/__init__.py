@@ -1,0 +1,1 @@
+"""The web face: a browser page for live transcription, and its WebSocket."""
