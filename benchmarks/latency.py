@@ -112,6 +112,11 @@ class Table:
             print(f"{name:<{width}} {median:>9} {p95:>9}  {unit}")
 
 
+def _has_web_face(root: Path) -> bool:
+    """Whether the server in ``root`` has a web face (``--no-web``)."""
+    return (root / "wyoming_openai" / "web").is_dir()
+
+
 class ServerProcess:
     """``python -m wyoming_openai`` from ``root`` in a child process."""
 
@@ -132,6 +137,8 @@ class ServerProcess:
             "WARNING",
             *args,
         ]
+        if _has_web_face(root):  # measure the Wyoming side alone, as before the web face
+            command_line.append("--no-web")
         full_env = {**os.environ, "OPENAI_API_KEY": DEFAULT_API_KEY, **env}
         full_env["PYTHONPATH"] = str(root)
         self.started = time.monotonic()

@@ -192,6 +192,7 @@ class ServerProcess:
             base_url or "http://127.0.0.1:9/v1",
             "--fallback",
             "none",  # the local engines take seconds to load and are not needed here
+            "--no-web",  # several servers at once: no shared web port
             *args,
             cwd=ROOT,
             env={**os.environ, "OPENAI_API_KEY": api_key},

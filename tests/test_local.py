@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests import speech
@@ -349,18 +350,26 @@ async def wait_until_listening(port: int, process: asyncio.subprocess.Process) -
 
 async def test_readme_first_command_without_a_key_transcribes_and_speaks() -> None:
     """``script/run`` with no key (the README's first command, after ``script/setup``)."""
-    port = free_port()
+    port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "WYOMING_"))}
     process = await asyncio.create_subprocess_exec(
         str(ROOT / "script" / "run"),
         "--uri",
         f"tcp://127.0.0.1:{port}",
         "--no-zeroconf",
+        "--web-uri",
+        f"http://127.0.0.1:{web_port}",
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_until_listening(port, process)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{web_port}/healthz") as response,
+        ):
+            health = await response.json()
+        assert health["status"] == "ok" and health["stt"]["engine"] == "local", health
         info = await describe(port)
         heard = await ha_transcribe(port, piper_16k(SPEECH_TEXTS[2]))
         spoken = await ha_synthesize_stream(port, ["Good night."])

@@ -84,6 +84,8 @@ async def test_key_never_in_debug_logs_or_errors_of_the_real_cli(fake: FakeOpenA
         fake.base_url,
         "--openai-max-retries",
         "0",
+        "--web-uri",
+        f"http://127.0.0.1:{free_port()}",
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
