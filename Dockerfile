@@ -43,10 +43,14 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    WYOMING_OPENAI_URI=tcp://0.0.0.0:10300
+    WYOMING_OPENAI_URI=tcp://0.0.0.0:10300 \
+    WYOMING_OPENAI_WEB_URI=http://0.0.0.0:10301
 USER wyoming
 WORKDIR /app
-EXPOSE 10300
+# 10300: Wyoming (Home Assistant). 10301: the web face, on every interface of the container;
+# the host decides who reaches it (-p, or host networking). A browser on another machine
+# gets the microphone only over HTTPS (web.certfile/web.keyfile, or a reverse proxy).
+EXPOSE 10300 10301
 # A real Wyoming describe -> info exchange (python -m wyoming_openai.health: exit 0, or 1 with
 # the reason, shown by `docker inspect`). It follows WYOMING_OPENAI_URI / the config file;
 # the start period covers loading the local engines on a Raspberry Pi.

@@ -116,13 +116,22 @@ def test_runs_as_a_non_root_user() -> None:
     assert kinds.index("USER") < kinds.index("ENTRYPOINT")
 
 
-def test_exposes_the_port_it_listens_on() -> None:
-    assert final().values("EXPOSE") == ["10300"]
+def test_exposes_the_ports_it_listens_on() -> None:
+    assert final().values("EXPOSE") == ["10300 10301"]
     env = " ".join(final().values("ENV"))
     uri = re.search(r"WYOMING_OPENAI_URI=(\S+)", env)
-    assert uri, env
-    settings = load_settings([], {"WYOMING_OPENAI_URI": uri[1], "OPENAI_API_KEY": "sk-x"})
+    web_uri = re.search(r"WYOMING_OPENAI_WEB_URI=(\S+)", env)
+    assert uri and web_uri, env
+    settings = load_settings(
+        [],
+        {
+            "WYOMING_OPENAI_URI": uri[1],
+            "WYOMING_OPENAI_WEB_URI": web_uri[1],
+            "OPENAI_API_KEY": "sk-x",
+        },
+    )
     assert settings.uri == "tcp://0.0.0.0:10300"
+    assert settings.web.uri == "http://0.0.0.0:10301"  # every interface of the container
 
 
 def test_entrypoint_is_the_console_script() -> None:
