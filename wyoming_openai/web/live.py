@@ -6,8 +6,12 @@ early transcript uses; the realtime session's detector when it runs one) cuts th
 into utterances. Each utterance is one :class:`~wyoming_openai.stt.base.SttSession`: when
 its speech has ended, the session is finished and the next audio goes into a new one at
 once, so nothing is dropped between utterances. A stretch with no speech at all ends its
-session without a transcript. Answers leave in utterance order: the words so far
-(:class:`Partial`), then :class:`Final` when the utterance is transcribed.
+session without a transcript. Between utterances no upstream session is open: the audio
+waits in a short pre-roll (:data:`PREROLL_MS`, the latest of it) until a local detector
+hears speech, so silence costs nothing upstream and the start of the speech is sent with
+it. Answers leave in utterance order, as they come: the words
+so far (:class:`Partial`), then :class:`Final` when the utterance is transcribed; the
+next utterance's words follow that final.
 """
 
 from __future__ import annotations
@@ -24,9 +28,20 @@ from ..audio import AudioFormat
 from ..endpointing import EarlyEnd, Endpointer, EndReason
 from ..errors import BridgeError, ErrorCode
 from ..resample import AudioConverter
-from ..stt.base import SttEngine, SttSession, TranscribeRequest, TranscriptDelta
+from ..stt.base import (
+    SttEngine,
+    SttSession,
+    TranscribeRequest,
+    TranscriptDelta,
+    TranscriptEvent,
+)
+from ..vad import EndOfSpeechDetector
 
 _LOGGER = logging.getLogger(__name__)
+
+PREROLL_MS = 1000
+"""Audio kept while nobody speaks, ms: an utterance starts with this much before the moment
+speech was detected (the detector needs a few tens of ms of speech to be sure)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class _Utterance:
     audio_ms: float = 0.0
     ended_at: float | None = None  # time.monotonic() when the detector ended it
     words: list[str] = field(default_factory=list)
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)  # no speech: no answer
 
 
 class LiveTranscription:
@@ -92,9 +108,12 @@ class LiveTranscription:
         except ValueError as err:
             raise BridgeError(ErrorCode.BAD_AUDIO_FORMAT, f"unsupported audio: {err}") from None
         self._current: _Utterance | None = None
+        self._rate = engine.input_format.rate
+        self._idle = EndOfSpeechDetector(rate=self._rate)
+        self._preroll = bytearray()
+        self._preroll_max = engine.input_format.bytes_for_ms(PREROLL_MS)
         self._numbers = itertools.count(1)
-        self._ended: asyncio.Queue[_Utterance | None] = asyncio.Queue()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._utterances: asyncio.Queue[_Utterance | None] = asyncio.Queue()
         self._answers = asyncio.create_task(self._answer(), name="live-answers")
         self._stopped = False
         self.audio_ms = 0.0
@@ -104,15 +123,23 @@ class LiveTranscription:
         """Client PCM (in ``source`` format), in order; ignored after :meth:`stop`."""
         if self._stopped or not pcm:
             return
+        ms = self._source.duration_ms(len(pcm))
+        self.audio_ms += ms
+        converted = self._converter.convert(pcm)
         utterance = self._current
         if utterance is None:
+            self._idle.feed(converted)
+            del self._preroll[: max(0, len(self._preroll) - self._preroll_max)]
+            self._preroll += converted  # this chunk whole: the speech may be anywhere in it
+            if not self._idle.speech_heard:
+                return
             utterance = self._current = self._open()
-        converted = self._converter.convert(pcm)
+            converted, self._preroll = bytes(self._preroll), bytearray()
+            self._idle = EndOfSpeechDetector(rate=self._rate)
+            ms = self._engine.input_format.duration_ms(len(converted))
         utterance.session.send_audio(converted)
         utterance.endpointer.heard(converted)
-        ms = self._source.duration_ms(len(pcm))
         utterance.audio_ms += ms
-        self.audio_ms += ms
         reason = utterance.endpointer.verdict(utterance.audio_ms)
         if reason is not None:
             self._end(utterance, reason)
@@ -127,7 +154,7 @@ class LiveTranscription:
                 utterance.session.send_audio(self._converter.flush())
                 heard = utterance.endpointer.speech_heard
                 self._end(utterance, EndReason.SPEECH_ENDED if heard else EndReason.NO_SPEECH)
-            self._ended.put_nowait(None)
+            self._utterances.put_nowait(None)
         await asyncio.wait({self._answers})
 
     async def aclose(self) -> None:
@@ -137,20 +164,21 @@ class LiveTranscription:
         with contextlib.suppress(asyncio.CancelledError):
             await self._answers
         pending = [self._current] if self._current is not None else []
-        while not self._ended.empty():
-            item = self._ended.get_nowait()
-            if item is not None:
+        while not self._utterances.empty():
+            item = self._utterances.get_nowait()
+            if item is not None and item is not self._current:
                 pending.append(item)
         self._current = None
         for utterance in pending:
             await utterance.session.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _open(self) -> _Utterance:
         session = self._engine.open(self._request)
         rate = self._engine.input_format.rate
         endpointer = Endpointer(self._policy, session.speech_detector, rate)
-        return _Utterance(session, endpointer, next(self._numbers))
+        utterance = _Utterance(session, endpointer, next(self._numbers))
+        self._utterances.put_nowait(utterance)  # its words go out as they come
+        return utterance
 
     def _end(self, utterance: _Utterance, reason: EndReason) -> None:
         """The utterance is over: the next audio opens a new one."""
@@ -162,17 +190,14 @@ class LiveTranscription:
             reason.value,
             utterance.audio_ms,
         )
-        if reason is EndReason.NO_SPEECH:  # nothing to transcribe: release it
-            task = asyncio.create_task(utterance.session.aclose(), name="live-no-speech")
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        if reason is EndReason.NO_SPEECH:  # nothing to transcribe: released unanswered
+            utterance.dropped.set()
             return
         utterance.session.finish()
-        self._ended.put_nowait(utterance)
 
     async def _answer(self) -> None:
-        """Emit each utterance's answers, one utterance after the other."""
-        while (utterance := await self._ended.get()) is not None:
+        """Emit each utterance's answers as they come, one utterance after the other."""
+        while (utterance := await self._utterances.get()) is not None:
             try:
                 await self._answer_one(utterance)
             except BridgeError as err:
@@ -183,13 +208,33 @@ class LiveTranscription:
                 await utterance.session.aclose()
 
     async def _answer_one(self, utterance: _Utterance) -> None:
-        async for result in utterance.session.results():
-            if isinstance(result, TranscriptDelta):
-                utterance.words.append(result.text)
-                await self._emit(Partial("".join(utterance.words).strip()))
-                continue
-            text = result.text.strip()
-            if text:
-                ended = utterance.ended_at or time.monotonic()
-                await self._emit(Final(text, (time.monotonic() - ended) * 1000))
-            return
+        """Partials and the final of ``utterance``; nothing once it is dropped."""
+        results = aiter(utterance.session.results())
+        dropped = asyncio.ensure_future(utterance.dropped.wait())
+        try:
+            while True:
+                following = asyncio.ensure_future(anext(results))
+                await asyncio.wait({following, dropped}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    return
+                try:
+                    result = following.result()
+                except StopAsyncIteration:
+                    return
+                if await self._forward(utterance, result):
+                    return
+        finally:
+            dropped.cancel()
+
+    async def _forward(self, utterance: _Utterance, result: TranscriptEvent) -> bool:
+        """Emit one result; returns whether it was the final."""
+        if isinstance(result, TranscriptDelta):
+            utterance.words.append(result.text)
+            await self._emit(Partial("".join(utterance.words).strip()))
+            return False
+        text = result.text.strip()
+        if text:
+            ended = utterance.ended_at or time.monotonic()
+            await self._emit(Final(text, (time.monotonic() - ended) * 1000))
+        return True
