@@ -29,7 +29,16 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
   the same streams costs a do-nothing asyncio server and one that reads the events with
   ``wyoming``'s own reader (``benchmarks/cpu_floor.py``): the floor of any Wyoming server
   written in Python on this machine;
-- start-up (process start -> first ``describe`` answered) and idle RSS.
+- start-up (process start -> first ``describe`` answered) and idle RSS;
+- the web face (``WS /v1/transcriptions``, a server process of its own with the web face
+  on; "-" rows for a server without one): the server's ``latency_ms`` from the detector's
+  end of speech to the ``final`` of a command streamed in real time (20 ms frames, then
+  room noise until the final) with a backend that finalizes in 150 ms and in 450 ms, and
+  the client's view of it (from sending the audio where speech ended plus
+  ``stt.early_transcript_silence`` to the final's arrival); how long after the fake sent a
+  transcription ``delta`` the client got its ``partial``; server CPU milliseconds per
+  second of audio for 20 WebSocket sessions of 10 s against 20 Wyoming streams of the same
+  audio on the same process, and their ratio.
 
 Run: ``script/bench`` (``--help`` for options). ``--server-root DIR`` runs the server from
 another checkout (e.g. an older commit) to compare.
@@ -52,6 +61,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import jiwer  # noqa: E402
 import numpy as np  # noqa: E402
 from wyoming.asr import Transcribe, Transcript  # noqa: E402
@@ -69,8 +79,9 @@ from wyoming.tts import (  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
-from tests.utterances import COMMANDS, command  # noqa: E402
+from tests.utterances import COMMANDS, RATE, command, room_noise, sound_bounds, spoken  # noqa: E402
 from wyoming_openai.audio import PCM_24K_MONO, AudioFormat  # noqa: E402
+from wyoming_openai.config import SttSettings  # noqa: E402
 from wyoming_openai.resample import AudioConverter  # noqa: E402
 
 CHUNK_MS = 10
@@ -83,6 +94,14 @@ REPLY = [
     "Tomorrow will be sunny.",
 ]
 WORD_INTERVAL = 0.03  # s between streamed words (about what an LLM sends)
+WEB_FRAME_MS = 20  # a browser's AudioWorklet batches about this much per message
+WEB_TAIL_SECONDS = 3.0  # room noise streamed after a command, until its final arrives
+DETECTOR_SILENCE = float(SttSettings.model_fields["early_transcript_silence"].default)
+"""Seconds of non-speech after which the server ends an utterance (this checkout's
+default of ``stt.early_transcript_silence``; the web face uses it to cut utterances)."""
+LOAD_SESSIONS = 20
+LOAD_SECONDS = 10.0  # audio per session of the CPU rows
+DELTA = "conversation.item.input_audio_transcription.delta"
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -120,8 +139,17 @@ def _has_web_face(root: Path) -> bool:
 class ServerProcess:
     """``python -m wyoming_openai`` from ``root`` in a child process."""
 
-    def __init__(self, root: Path, base_url: str, args: Sequence[str], env: dict[str, str]):
+    def __init__(
+        self,
+        root: Path,
+        base_url: str,
+        args: Sequence[str],
+        env: dict[str, str],
+        web: bool = False,
+    ):
         self.port = free_port()
+        self.web_port: int | None = None
+        """Port of the web face (``web`` asked for and the server has one), else None."""
         command_line = [
             sys.executable,
             "-m",
@@ -137,7 +165,10 @@ class ServerProcess:
             "WARNING",
             *args,
         ]
-        if _has_web_face(root):  # measure the Wyoming side alone, as before the web face
+        if _has_web_face(root) and web:
+            self.web_port = free_port()
+            command_line += ["--web-uri", f"http://127.0.0.1:{self.web_port}"]
+        elif _has_web_face(root):  # measure the Wyoming side alone, as before the web face
             command_line.append("--no-web")
         full_env = {**os.environ, "OPENAI_API_KEY": DEFAULT_API_KEY, **env}
         full_env["PYTHONPATH"] = str(root)
@@ -161,6 +192,26 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError("server exited during start-up") from None
                 await asyncio.sleep(0.005)
+
+    async def wait_web_ready(self) -> None:
+        """Until the web face's ``/healthz`` answers 200 (no-op without a web face)."""
+        if self.web_port is None:
+            return
+        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.02)
+        raise RuntimeError("the web face did not become ready")
+
+    @property
+    def ws_url(self) -> str:
+        """``WS /v1/transcriptions`` of the web face."""
+        return f"ws://127.0.0.1:{self.web_port}/v1/transcriptions"
 
     def cpu(self) -> float:
         """CPU seconds (user + system) used so far."""
@@ -332,6 +383,119 @@ def first_byte_time(fake: FakeOpenAI, text: str, after: float) -> float:
     return float("nan")
 
 
+@dataclass
+class WebRun:
+    """One ``WS /v1/transcriptions`` session as the client saw it (``time.monotonic()``)."""
+
+    started_at: float = 0.0  # the first frame's audio began (the clock the frames follow)
+    sent_at: list[float] = field(default_factory=list)  # each frame sent
+    stop_at: float = 0.0  # ``{"action": "stop"}`` sent
+    partials: list[tuple[float, str]] = field(default_factory=list)  # (arrival, text)
+    finals: list[tuple[float, str, float]] = field(default_factory=list)  # (arrival, text, ms)
+
+    def sent_by(self, offset: int) -> float:
+        """When the client had sent the audio up to byte ``offset`` (the schedule's time,
+        if it stopped streaming before)."""
+        index = max(0, -(-offset // frame_bytes()) - 1)
+        if index < len(self.sent_at):
+            return self.sent_at[index]
+        return self.started_at + (index + 1) * WEB_FRAME_MS / 1000
+
+
+def frame_bytes() -> int:
+    """Bytes of one web frame of 16 kHz s16le mono."""
+    return RATE * WEB_FRAME_MS // 1000 * 2
+
+
+async def web_stream(
+    session: aiohttp.ClientSession, url: str, pcm: bytes, *, until_final: bool
+) -> WebRun:
+    """A browser's live transcription: ``start`` (pcm16, 16 kHz), 20 ms frames paced by the
+    clock (each sent once its 20 ms were captured), reading concurrently; streaming ends
+    when the audio does or, with ``until_final``, once a final arrived; then ``stop``, and
+    the answers are read until ``{"stopped": true}``."""
+    run = WebRun()
+    size = frame_bytes()
+    async with session.ws_connect(url) as ws:
+        await ws.send_json({"action": "start", "format": "pcm16", "rate": RATE})
+        opened = await asyncio.wait_for(ws.receive_json(), 10)
+        if "session_id" not in opened:
+            raise RuntimeError(f"web session refused: {opened}")
+
+        async def read() -> None:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                now, data = time.monotonic(), message.json()
+                if "partial" in data:
+                    run.partials.append((now, data["partial"]))
+                elif "final" in data:
+                    run.finals.append((now, data["final"], float(data["latency_ms"])))
+                elif "error" in data:
+                    raise RuntimeError(f"error: {data}")
+                elif data.get("stopped"):
+                    return
+
+        reader = asyncio.create_task(read())
+        run.started_at = time.monotonic()
+        for index, start in enumerate(range(0, len(pcm), size)):
+            if until_final and run.finals:
+                break
+            delay = run.started_at + (index + 1) * WEB_FRAME_MS / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await ws.send_bytes(pcm[start : start + size])
+            run.sent_at.append(time.monotonic())
+        run.stop_at = time.monotonic()
+        await ws.send_json({"action": "stop"})
+        await asyncio.wait_for(reader, 30)
+    return run
+
+
+def delta_times(fake: FakeOpenAI, run: WebRun) -> list[tuple[float, str]]:
+    """(send time, text) of every transcription delta the fake sent for ``run`` (the
+    upstream sessions whose audio began during it), in the order sent."""
+    found = []
+    for record in list(fake.realtime_sessions):
+        if record.first_audio_at is None or not (
+            run.started_at <= record.first_audio_at <= run.stop_at
+        ):
+            continue
+        for event, sent in zip(record.server_events, record.server_event_times, strict=False):
+            if event.get("type") == DELTA:
+                found.append((sent, str(event.get("delta", ""))))
+    return sorted(found)
+
+
+def partial_delays(fake: FakeOpenAI, run: WebRun) -> list[float]:
+    """Seconds from the fake sending each delta to the client receiving its partial: the
+    n-th partial answers the n-th delta (each delta adds words to the partial)."""
+    delays = []
+    for (arrival, text), (sent, delta) in zip(run.partials, delta_times(fake, run), strict=False):
+        if delta.strip() and text.endswith(delta.strip()):
+            delays.append(arrival - sent)
+    return delays
+
+
+def load_audio(index: int, seconds: float = LOAD_SECONDS) -> bytes:
+    """``seconds`` of dictation: commands of the corpus 1 s apart (each ends an utterance
+    on the web face), then room noise up to ``seconds``."""
+    parts: list[str | float] = []
+    length = 0.2 + 0.7
+    step = 0
+    while True:
+        text = COMMANDS[(index + step) % len(COMMANDS)]
+        added = len(spoken(text)) / 2 / RATE + (1.0 if parts else 0.0)
+        if length + added > seconds:
+            break
+        parts += [1.0, text] if parts else [text]
+        length += added
+        step += 1
+    pcm = command(*parts, seed=index)
+    missing = int(seconds * RATE) * 2 - len(pcm)
+    return pcm + room_noise(missing / 2 / RATE, seed=index + 7) if missing > 0 else pcm
+
+
 # ------------------------------------------------------------------------------ sections
 
 
@@ -454,6 +618,93 @@ async def scaling(table: Table, fake: FakeOpenAI, server: ServerProcess, clients
     await asyncio.sleep(0.3)
 
 
+LEAD_BYTES = int(0.2 * RATE) * 2
+"""Room noise before the speech of :func:`tests.utterances.command` (its default lead)."""
+
+
+async def web_latency(
+    table: Table, fake: FakeOpenAI, server: ServerProcess, label: str, runs: int
+) -> list[float]:
+    """End of speech -> final, as the server reports it and as the client sees it (the
+    speech ends where Piper's last sound does, :func:`tests.utterances.sound_bounds`);
+    returns the partials' forwarding delays (s) of these runs."""
+    server_ms, client_ms, forwarded = [], [], []
+    async with aiohttp.ClientSession() as session:
+        for index in range(runs):
+            text = COMMANDS[index % len(COMMANDS)]
+            pcm = command(text, tail_seconds=WEB_TAIL_SECONDS, seed=index)
+            run = await web_stream(session, server.ws_url, pcm, until_final=True)
+            forwarded += partial_delays(fake, run)
+            if run.finals and run.finals[0][0] <= run.stop_at:  # else the end was missed
+                arrival, _text, latency = run.finals[0]
+                server_ms.append(latency)
+                speech_end = LEAD_BYTES + sound_bounds(spoken(text))[1]
+                heard = speech_end + int(DETECTOR_SILENCE * RATE) * 2
+                client_ms.append((arrival - run.sent_by(heard)) * 1000)
+            await asyncio.sleep(0.05)  # the spare session is replaced
+    table.add(f"web: end of speech -> final ({label})", server_ms)
+    table.add(f"  client: speech end + {DETECTOR_SILENCE:g} s sent -> final", client_ms)
+    return forwarded
+
+
+async def cpu_per_audio_second(
+    server: ServerProcess, streams: Awaitable[object], seconds: float
+) -> float:
+    """Server CPU milliseconds per second of audio while ``streams`` run."""
+    before = server.cpu()
+    await streams
+    return (server.cpu() - before) / seconds * 1000
+
+
+async def web_cpu(table: Table, server: ServerProcess) -> None:
+    """20 Wyoming streams, then 20 WebSocket sessions, of the same 10 s each, real time."""
+    audio = [load_audio(i) for i in range(LOAD_SESSIONS)]
+    seconds = sum(len(pcm) for pcm in audio) / 2 / RATE
+    names = [f"load{i}" for i in range(LOAD_SESSIONS)]
+    streams = (
+        ha_transcribe(server.port, pcm, names=[name])
+        for pcm, name in zip(audio, names, strict=True)
+    )
+    wyoming = await cpu_per_audio_second(server, asyncio.gather(*streams), seconds)
+    table.one(f"wyoming: CPU per second of audio, {LOAD_SESSIONS} streams", wyoming, "ms/s")
+    if server.web_port is None:
+        table.add(f"web: CPU per second of audio, {LOAD_SESSIONS} sessions", [], "ms/s")
+        table.add("  web / wyoming", [], "x")
+        return
+    await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as session:
+        web = await cpu_per_audio_second(
+            server,
+            asyncio.gather(
+                *(web_stream(session, server.ws_url, pcm, until_final=False) for pcm in audio)
+            ),
+            seconds,
+        )
+    table.one(f"web: CPU per second of audio, {LOAD_SESSIONS} sessions", web, "ms/s")
+    table.one("  web / wyoming", web / wyoming if wyoming else float("nan"), "x")
+
+
+async def web_section(table: Table, fake: FakeOpenAI, server: ServerProcess, runs: int) -> None:
+    """The web face's rows ("-" for a server without one, but the Wyoming CPU row)."""
+    await asyncio.sleep(1.0)  # warm session opened, start-up settled
+    forwarded: dict[str, list[float]] = {}
+    for delay in (0.15, 0.45):
+        label = f"fake finalize {delay * 1000:.0f} ms"
+        if server.web_port is None:
+            table.add(f"web: end of speech -> final ({label})", [])
+            table.add(f"  client: speech end + {DETECTOR_SILENCE:g} s sent -> final", [])
+            forwarded[label] = []
+            continue
+        fake.finalize_delay = delay
+        forwarded[label] = [d * 1000 for d in await web_latency(table, fake, server, label, runs)]
+    every = [d for delays in forwarded.values() for d in delays]
+    table.add("web: partial forwarded after the fake sent its delta", every)
+    for label, delays in forwarded.items():
+        table.add(f"  {label}", delays)
+    fake.finalize_delay = 0.15
+    await web_cpu(table, server)
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -462,10 +713,14 @@ async def with_server(
     args: argparse.Namespace,
     env: dict[str, str],
     body: Callable[[ServerProcess], Awaitable[None]],
+    web: bool = False,
 ) -> ServerProcess:
-    server = ServerProcess(Path(args.server_root), fake.base_url, args.server_args.split(), env)
+    server = ServerProcess(
+        Path(args.server_root), fake.base_url, args.server_args.split(), env, web=web
+    )
     try:
         await server.wait_ready()
+        await server.wait_web_ready()
         await body(server)
     finally:
         await server.stop()
@@ -480,7 +735,7 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale"
+        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -530,6 +785,12 @@ async def main() -> None:
         startups.append(second.startup)
         for _ in range(3):
             startups.append((await with_server(fake, args, {}, _nothing)).startup)
+        if "web" not in skip:
+
+            async def web_face(server: ServerProcess) -> None:
+                await web_section(table, fake, server, args.runs)
+
+            await with_server(fake, args, {}, web_face, web=True)
     finally:
         await fake.stop()
 
