@@ -11,6 +11,7 @@ rate).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -102,9 +103,15 @@ async def stream_speech(
         if request.transport is not None:
             request.transport.abort()
         return response
+    except ConnectionError:
+        if request.transport is not None and not request.transport.is_closing():
+            raise  # not the client hanging up
+        _LOGGER.debug("Speech client hung up; the rest of its speech is dropped")
+        return response
     finally:
         await pipeline.aclose()
     if not response.prepared:  # nothing to say (e.g. only punctuation)
         await response.prepare(request)
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):  # hung up as the body ended
+        await response.write_eof()
     return response
