@@ -7,7 +7,10 @@ drift apart. The OpenAI SDK's own variables (``OPENAI_API_KEY``, ``OPENAI_BASE_U
 ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``) are read too. The API key has no flag: a flag
 would show it in ``ps``.
 
-Nothing outside this module reads ``os.environ``.
+The Home Assistant add-on (:mod:`wyoming_openai.addon`) hands its options over as a tree
+of settings (:func:`load_settings_from_tree`): the same validation, the same one-line
+errors. Nothing outside this module reads ``os.environ`` (the add-on's variables too:
+:func:`addon_environment`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +164,16 @@ def _add_zeroconf_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _flatten(tree: Mapping[str, Any], origin: str) -> dict[str, tuple[Any, str]]:
+Origin = str | Callable[[str], str]
+"""Where values came from, for messages: one text, or one per dotted setting name."""
+
+
+def _flatten(tree: Mapping[str, Any], origin: Origin) -> dict[str, tuple[Any, str]]:
     """YAML tree -> ``{dotted name: (value, origin)}``; unknown keys raise ConfigError."""
+
+    def where(name: str) -> str:
+        return origin if isinstance(origin, str) else origin(name)
+
     flat: dict[str, tuple[Any, str]] = {}
     known = set(setting_names())
     for key, value in tree.items():
@@ -169,16 +181,16 @@ def _flatten(tree: Mapping[str, Any], origin: str) -> dict[str, tuple[Any, str]]
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: must be a mapping of settings ({origin})")
+                raise ConfigError(f"{key}: must be a mapping of settings ({where(key)})")
             for sub, sub_value in value.items():
-                name = _renamed(f"{key}.{sub}", origin)
+                name = _renamed(f"{key}.{sub}", where(f"{key}.{sub}"))
                 if name not in known:
-                    raise ConfigError(f"{name}: unknown setting ({origin})")
-                flat[name] = (sub_value, origin)
+                    raise ConfigError(f"{name}: unknown setting ({where(name)})")
+                flat[name] = (sub_value, where(name))
         elif key in known:
-            flat[key] = (value, origin)
+            flat[key] = (value, where(key))
         else:
-            raise ConfigError(f"{key}: unknown setting ({origin})")
+            raise ConfigError(f"{key}: unknown setting ({where(key)})")
     return flat
 
 
@@ -250,6 +262,42 @@ def configured_uri(environ: Mapping[str, str] | None = None) -> str:
     return str(Settings.model_fields["uri"].default)
 
 
+ADDON_OPTIONS_FILE = Path("/data/options.json")
+"""Where the Supervisor writes a Home Assistant add-on's options, as JSON."""
+
+SUPERVISOR_URL = "http://supervisor"
+"""The Supervisor's API, as an add-on reaches it."""
+
+
+@dataclass(frozen=True)
+class AddonEnvironment:
+    """What the Supervisor gives an add-on's container besides the settings.
+
+    Attributes:
+        options_file: the options (``/data/options.json``; ``WYOMING_OPENAI_ADDON_OPTIONS``
+            names another file, for tests).
+        supervisor_token: ``SUPERVISOR_TOKEN``, for the Supervisor's API; None outside
+            the Supervisor.
+        supervisor_url: the Supervisor's API (``WYOMING_OPENAI_SUPERVISOR_URL`` names
+            another, for tests).
+    """
+
+    options_file: Path
+    supervisor_token: SecretStr | None
+    supervisor_url: str
+
+
+def addon_environment(environ: Mapping[str, str] | None = None) -> AddonEnvironment:
+    """The add-on's :class:`AddonEnvironment` from ``environ`` (default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    token = environ.get("SUPERVISOR_TOKEN", "")
+    return AddonEnvironment(
+        options_file=Path(environ.get(f"{ENV_PREFIX}ADDON_OPTIONS") or ADDON_OPTIONS_FILE),
+        supervisor_token=SecretStr(token) if token else None,
+        supervisor_url=(environ.get(f"{ENV_PREFIX}SUPERVISOR_URL") or SUPERVISOR_URL).rstrip("/"),
+    )
+
+
 def load_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -272,7 +320,44 @@ def load_settings(
         layers.update(_read_yaml(Path(config_path)))
     layers.update(_read_env(environ))
     layers.update(_read_args(args))
+    return _validate(layers)
 
+
+def load_settings_from_tree(
+    tree: Mapping[str, Any],
+    origin: Origin,
+    *,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a tree of settings another program holds (the shape
+    of the config file), e.g. the Home Assistant add-on's options.
+
+    Precedence: the settings' defaults < ``defaults`` < the environment < ``tree``: the
+    tree is authoritative for the settings it names, the environment still sets the rest.
+    No config file and no command line are read.
+
+    Args:
+        tree: ``{"engine": ..., "tts": {"voice": ...}, ...}``.
+        origin: where the tree's values came from, for messages; a function of the dotted
+            setting name gives each its own (``"add-on option tts_speed"``).
+        environ: the environment (default ``os.environ``).
+        defaults: the caller's own defaults (same shape), below the environment.
+
+    Raises:
+        ConfigError: one line naming the bad setting and where its value came from.
+    """
+    environ = os.environ if environ is None else environ
+    layers: dict[str, tuple[Any, str]] = {}
+    if defaults:
+        layers.update(_flatten(defaults, "default"))
+    layers.update(_read_env(environ))
+    layers.update(_flatten(tree, origin))
+    return _validate(layers)
+
+
+def _validate(layers: Mapping[str, tuple[Any, str]]) -> Settings:
+    """``{dotted name: (value, origin)}`` -> :class:`Settings`, with secret files read."""
     tree: dict[str, Any] = {}
     for name, (value, _origin) in layers.items():
         _set(tree, name, value)
