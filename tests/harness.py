@@ -81,7 +81,9 @@ async def running_server(settings: Settings) -> AsyncIterator[WyomingOpenAIServe
 async def running_web(settings: Settings) -> AsyncIterator[tuple[WyomingOpenAIServer, WebFace]]:
     """The Wyoming server and the web face on the same engines, as the process runs them;
     the web face on a free 127.0.0.1 port (``settings.web``'s other fields apply)."""
-    web_settings = settings.web.model_copy(update={"enabled": True, "uri": "http://127.0.0.1:0"})
+    scheme = settings.web.uri.split("://", 1)[0]  # http, or https with its certificate
+    uri = f"{scheme}://127.0.0.1:0"
+    web_settings = settings.web.model_copy(update={"enabled": True, "uri": uri})
     settings = settings.model_copy(update={"web": web_settings})
     server = WyomingOpenAIServer(settings)
     face = WebFace(settings, server.engines)

@@ -10,7 +10,11 @@ import io
 import json
 import logging
 import os
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -652,3 +656,52 @@ async def test_an_allowed_origin_may_open_the_socket(fake: FakeOpenAI) -> None:
         async with connect(face, origin="https://other.example:8123") as ws:
             error, close = await error_and_close(ws)
             assert error["code"] == "forbidden-origin" and close == 1008
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files), made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_serves_the_page_and_the_websocket(
+    fake: FakeOpenAI, self_signed: tuple[Path, Path]
+) -> None:
+    """``https://`` with ``web.certfile``/``web.keyfile`` (a self-signed certificate): what
+    a browser on another machine needs for the microphone."""
+    cert, key = self_signed
+    settings = make_settings(
+        fake.base_url,
+        "--web-uri",
+        "https://127.0.0.1:10301",
+        "--web-certfile",
+        str(cert),
+        "--web-keyfile",
+        str(key),
+    )
+    async with web_face(settings) as face:
+        assert face.url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        async with aiohttp.ClientSession() as session:
+            async with session.get(face.url + "healthz", ssl=context) as response:
+                assert response.status == 200
+            async with session.get(face.url, ssl=context) as response:
+                assert "<html" in (await response.text()).lower()
+            url = face.url.replace("https://", "wss://") + "v1/transcriptions"
+            async with session.ws_connect(url, ssl=context) as ws:
+                await ws.send_json({"action": "start"})
+                assert "session_id" in (await receive(ws) or {})
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served there
+            async with aiohttp.ClientSession() as session:
+                await session.get(face.url.replace("https://", "http://") + "healthz")
