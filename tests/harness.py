@@ -47,7 +47,9 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
     reach the client (``--fallback none``) unless ``argv`` says otherwise:
     ``tests/test_fallback.py`` covers the local fallback. No warm transcription sessions
     (``--stt-warm-sessions 0``), so each utterance's upstream session is the one it opened,
-    unless ``argv`` says otherwise: ``tests/test_warm_sessions.py`` covers them."""
+    unless ``argv`` says otherwise: ``tests/test_warm_sessions.py`` covers them. Piper speaks
+    without its random variation (noise scales 0), so Whisper hears its words alike every
+    run."""
     return load_settings(
         [
             "--uri",
@@ -60,6 +62,10 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
             "--stt-warm-sessions",
             "0",
             "--no-web",
+            "--local-piper-noise-scale",
+            "0",
+            "--local-piper-noise-w-scale",
+            "0",
             *argv,
         ],
         {"OPENAI_API_KEY": api_key},

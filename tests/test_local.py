@@ -33,6 +33,7 @@ from tests.harness import (
     ha_transcribe,
     running_server,
 )
+from tests.utterances import piper_16k
 from wyoming_openai.audio import AudioFormat
 from wyoming_openai.config import ConfigError, Settings
 from wyoming_openai.config_sources import load_settings
@@ -40,6 +41,7 @@ from wyoming_openai.plan import plan_engines
 from wyoming_openai.resample import AudioConverter
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine
+from wyoming_openai.tts.piper_tts import PiperTtsEngine
 
 pytestmark = pytest.mark.slow  # the local engines (faster-whisper, Piper) load real models
 
@@ -56,18 +58,13 @@ GATE_SECONDS = 20.0
 
 
 def local_settings(*argv: str, base_url: str | None = None) -> Settings:
-    """Settings without an API key (so ``engine: auto`` serves locally) on a free port."""
-    args = ["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", *argv]
+    """Settings without an API key (so ``engine: auto`` serves locally) on a free port;
+    Piper without its random variation, so Whisper hears its words alike every run."""
+    args = ["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web"]
+    args += ["--local-piper-noise-scale", "0", "--local-piper-noise-w-scale", "0", *argv]
     if base_url:
         args += ["--openai-base-url", base_url]
     return load_settings(args, {})
-
-
-def piper_16k(text: str) -> bytes:
-    """Piper speech of ``text`` at 16 kHz s16 mono, as Home Assistant sends it."""
-    pcm, rate = speech.synthesize_speech(text)
-    converter = AudioConverter(AudioFormat(rate, 2, 1), AudioFormat(16000, 2, 1))
-    return converter.convert(pcm) + converter.flush()
 
 
 @pytest.fixture
@@ -405,3 +402,23 @@ def test_engine_and_local_settings_from_file_environment_and_flags(tmp_path: Pat
         load_settings(["--engine", "cloud"], {})
     with pytest.raises(ConfigError, match=r"^fallback: "):
         load_settings(["--fallback", "yes"], {})
+
+
+async def test_piper_without_noise_speaks_the_same_audio_every_time() -> None:
+    """``local.piper_noise_scale``/``piper_noise_w_scale`` 0: the same text gives the same
+    bytes (the tests rely on it); the voice's own noise varies them."""
+    still = PiperTtsEngine(local_settings().local)
+    lively = PiperTtsEngine(
+        local_settings("--local-piper-noise-scale", "", "--local-piper-noise-w-scale", "").local
+    )
+    try:
+
+        async def speak(engine: PiperTtsEngine) -> bytes:
+            voice = engine.default_voice()
+            return b"".join([pcm async for pcm in engine.synthesize("Good night.", voice)])
+
+        assert await speak(still) == await speak(still)
+        assert await speak(lively) != await speak(lively)
+    finally:
+        await still.aclose()
+        await lively.aclose()

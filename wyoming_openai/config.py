@@ -299,8 +299,27 @@ class LocalSettings(_Section):
     piper_speaker: int | None = Field(
         None, ge=0, description="Speaker id of a multi-speaker Piper voice; empty: its default."
     )
+    piper_noise_scale: float | None = Field(
+        None,
+        ge=0,
+        description="Piper's noise scale (variation in the voice; 0: the same audio every time); "
+        "empty: the voice's own.",
+    )
+    piper_noise_w_scale: float | None = Field(
+        None,
+        ge=0,
+        description="Piper's noise scale of phoneme durations (0: fixed timing); empty: the "
+        "voice's own.",
+    )
 
-    @field_validator("whisper_model", "piper_voice", "piper_speaker", mode="before")
+    @field_validator(
+        "whisper_model",
+        "piper_voice",
+        "piper_speaker",
+        "piper_noise_scale",
+        "piper_noise_w_scale",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -103,6 +103,16 @@ def resolve_piper_voice(path: Path | None) -> PiperVoiceFiles:
     return PiperVoiceFiles(model, config, model.name.removesuffix(".onnx"), rate, language)
 
 
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """How Piper speaks: ``speaker`` id (multi-speaker voices), ``noise_scale`` and
+    ``noise_w_scale`` (None: the voice's own, from its ``.onnx.json``)."""
+
+    speaker: int | None = None
+    noise_scale: float | None = None
+    noise_w_scale: float | None = None
+
+
 class PiperRunner:
     """One loaded voice and the one thread that runs it (process-wide per voice file)."""
 
@@ -135,7 +145,7 @@ class PiperRunner:
             _LOGGER.info("Loaded Piper voice %s", self.files.model)
         return self._voice
 
-    def begin(self, text: str, speaker: int | None, target: AudioFormat) -> Iterator[bytes]:
+    def begin(self, text: str, config: SynthesisOptions, target: AudioFormat) -> Iterator[bytes]:
         """Prepare to speak ``text`` (loading the voice if needed); runs in the worker thread.
 
         Returns:
@@ -145,7 +155,12 @@ class PiperRunner:
         """
         from piper import SynthesisConfig
 
-        chunks = self.voice().synthesize(text, syn_config=SynthesisConfig(speaker_id=speaker))
+        syn_config = SynthesisConfig(
+            speaker_id=config.speaker,
+            noise_scale=config.noise_scale,
+            noise_w_scale=config.noise_w_scale,
+        )
+        chunks = self.voice().synthesize(text, syn_config=syn_config)
         source = AudioFormat(rate=self.files.rate, width=2, channels=1)
         if target == source:
             return (chunk.audio_int16_bytes for chunk in chunks)
@@ -193,7 +208,9 @@ class PiperTtsEngine(TtsEngine):
 
     def __init__(self, local: LocalSettings, output_format: AudioFormat | None = None) -> None:
         self._files = resolve_piper_voice(local.piper_voice)
-        self._speaker = local.piper_speaker
+        self._options = SynthesisOptions(
+            local.piper_speaker, local.piper_noise_scale, local.piper_noise_w_scale
+        )
         self.voice_format = AudioFormat(rate=self._files.rate, width=2, channels=1)
         """The format Piper produces for this voice."""
         self.output_format = output_format or self.voice_format
@@ -230,7 +247,7 @@ class PiperTtsEngine(TtsEngine):
         executor = self._runner.executor
         try:
             sentences = await loop.run_in_executor(
-                executor, self._runner.begin, text, self._speaker, self.output_format
+                executor, self._runner.begin, text, self._options, self.output_format
             )
             while (pcm := await loop.run_in_executor(executor, next, sentences, None)) is not None:
                 if pcm:
