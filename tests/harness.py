@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -81,6 +82,12 @@ async def running_server(settings: Settings) -> AsyncIterator[WyomingOpenAIServe
         yield server
     finally:
         await server.stop()
+
+
+def with_token(settings: Settings, token: str) -> Settings:
+    """``settings`` with ``web.token`` set (as ``WYOMING_OPENAI_WEB_TOKEN`` would)."""
+    web = settings.web.model_copy(update={"token": SecretStr(token)})
+    return settings.model_copy(update={"web": web})
 
 
 @contextlib.asynccontextmanager

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydantic import SecretStr
 
 from tests.fake_openai import FakeOpenAI, default_synthesizer
-from tests.harness import make_settings, running_web
+from tests.harness import make_settings, running_web, with_token
 from tests.speech import normalize_text
 from tests.utterances import piper_16k, use_whisper
-from wyoming_openai.config import Settings
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, WebSocket
@@ -202,12 +200,6 @@ async def speak(page: Page, text: str) -> dict[str, Any]:
     await page.click("#speak")
     await page.wait_for_function("window.speechStats.done")
     return await page.evaluate("window.speechStats")
-
-
-def with_token(settings: Settings, token: str) -> Settings:
-    """``settings`` with ``web.token`` set (as ``WYOMING_OPENAI_WEB_TOKEN`` would)."""
-    web = settings.web.model_copy(update={"token": SecretStr(token)})
-    return settings.model_copy(update={"web": web})
 
 
 # ------------------------------------------------------------------ live transcription

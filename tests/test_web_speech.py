@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from pydantic import SecretStr
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
-from tests.harness import READ_TIMEOUT, make_settings, running_web
+from tests.harness import READ_TIMEOUT, make_settings, running_web, with_token
 from tests.utterances import eventually
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
@@ -28,10 +27,7 @@ TEXT = "Turn on the kitchen lights."
 
 def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
     settings = make_settings(fake.base_url, *argv)
-    if token is not None:
-        web = settings.web.model_copy(update={"token": SecretStr(token)})
-        settings = settings.model_copy(update={"web": web})
-    return settings
+    return settings if token is None else with_token(settings, token)
 
 
 @contextlib.asynccontextmanager

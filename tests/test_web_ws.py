@@ -21,11 +21,10 @@ from urllib.parse import urlparse
 import aiohttp
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI
-from tests.harness import READ_TIMEOUT, make_settings, running_web
+from tests.harness import READ_TIMEOUT, make_settings, running_web, with_token
 from tests.utterances import (
     RATE,
     command,
@@ -47,10 +46,7 @@ CHUNK_MS = 20
 
 def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
     settings = make_settings(fake.base_url, *argv)
-    if token is not None:
-        web = settings.web.model_copy(update={"token": SecretStr(token)})
-        settings = settings.model_copy(update={"web": web})
-    return settings
+    return settings if token is None else with_token(settings, token)
 
 
 @contextlib.asynccontextmanager
