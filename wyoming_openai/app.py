@@ -30,9 +30,11 @@ async def serve(settings: Settings, engines: Engines) -> None:
     if settings.uri.startswith("stdio://"):
         await server.run()
         return
-    from .web.face import WebFace  # aiohttp is imported only when the web face serves
+    face = None
+    if settings.web.enabled:
+        from .web.face import WebFace  # aiohttp is imported only when the web face serves
 
-    face = WebFace(settings, engines) if settings.web.enabled else None
+        face = WebFace(settings, engines)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
