@@ -42,6 +42,8 @@ from wyoming_openai.resample import AudioConverter
 from wyoming_openai.web.face import WebFace
 
 CHUNK_MS = 20
+CLIENT_FORMAT = AudioFormat(RATE, 2, 1)
+"""16 kHz s16le mono, as the seed's clients and the page send."""
 
 
 def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
@@ -89,6 +91,21 @@ async def messages_until_stopped(ws: aiohttp.ClientWebSocketResponse) -> list[di
         if message.get("stopped") or "error" in message:
             break
     return found
+
+
+async def transcribe(
+    ws: aiohttp.ClientWebSocketResponse,
+    pcm: bytes,
+    fmt: AudioFormat = CLIENT_FORMAT,
+    **start: Any,
+) -> list[dict[str, Any]]:
+    """``start`` (with ``start``'s fields), ``pcm`` in real-time-sized frames, ``stop``:
+    every message after ``session_id``, up to ``stopped`` or an error."""
+    await ws.send_json({"action": "start", **start})
+    await receive(ws)
+    await send_audio(ws, pcm, fmt)
+    await ws.send_json({"action": "stop"})
+    return await messages_until_stopped(ws)
 
 
 def finals(messages: list[dict[str, Any]]) -> list[str]:
@@ -228,11 +245,7 @@ async def test_two_sentences_with_a_pause_give_two_finals_and_nothing_is_lost(
     first, second = "Turn on the kitchen lights.", "Lock the front door."
     pcm = piper_16k(first) + room_noise(1.5) + piper_16k(second) + room_noise(1.5)
     async with web_face(settings_with(fake)) as face, connect(face) as ws:
-        await ws.send_json({"action": "start", "language": "en"})
-        await receive(ws)
-        await send_audio(ws, pcm, AudioFormat(RATE, 2, 1))
-        await ws.send_json({"action": "stop"})
-        messages = await messages_until_stopped(ws)
+        messages = await transcribe(ws, pcm, language="en")
     got = [speech.normalize_text(text) for text in finals(messages)]
     assert got == [speech.normalize_text(first), speech.normalize_text(second)]
 
@@ -242,11 +255,9 @@ async def test_pcm16_at_any_rate_is_resampled_and_transcribed(fake: FakeOpenAI, 
     converter = AudioConverter(AudioFormat(RATE, 2, 1), AudioFormat(rate, 2, 1))
     pcm = converter.convert(command("Turn on the kitchen lights.")) + converter.flush()
     async with web_face(settings_with(fake)) as face, connect(face) as ws:
-        await ws.send_json({"action": "start", "format": "pcm16", "rate": rate})
-        await receive(ws)
-        await send_audio(ws, pcm, AudioFormat(rate, 2, 1))
-        await ws.send_json({"action": "stop"})
-        assert finals(await messages_until_stopped(ws)) == ["hello world"]
+        assert finals(
+            await transcribe(ws, pcm, AudioFormat(rate, 2, 1), format="pcm16", rate=rate)
+        ) == ["hello world"]
     (record,) = fake.realtime_sessions
     sent_ms = len(record.audio) / 48
     # All of it went upstream but what the resampler still held when the detector ended
@@ -403,11 +414,7 @@ async def test_two_commands_with_a_pause_give_two_finals_and_lose_no_audio(
         + room_noise(0.3, seed=7)  # shorter than the silence that ends an utterance
     )
     async with web_face(settings_with(fake)) as face, connect(face) as ws:
-        await ws.send_json({"action": "start", "language": "en"})
-        await receive(ws)
-        await send_audio(ws, pcm, AudioFormat(RATE, 2, 1))
-        await ws.send_json({"action": "stop"})
-        messages = await messages_until_stopped(ws)
+        messages = await transcribe(ws, pcm, language="en")
     assert finals(messages) == ["hello world", "hello world"]
     assert len(fake.realtime_sessions) == 2
     assert all(record.commits for record in fake.realtime_sessions)
@@ -426,11 +433,7 @@ async def test_stop_mid_sentence_gives_the_final_of_what_was_heard(fake: FakeOpe
     said = spoken("Turn on the kitchen lights.")
     pcm = room_noise(0.2) + said[: len(said) // 4 * 2]  # cut half-way through the words
     async with web_face(settings_with(fake)) as face, connect(face) as ws:
-        await ws.send_json({"action": "start", "language": "en"})
-        await receive(ws)
-        await send_audio(ws, pcm, AudioFormat(RATE, 2, 1))
-        await ws.send_json({"action": "stop"})
-        messages = await messages_until_stopped(ws)
+        messages = await transcribe(ws, pcm, language="en")
         assert messages[-1] == {"stopped": True}
         assert finals(messages) == ["hello world"]
         assert "final" in messages[-2]  # the final, then stopped
@@ -534,11 +537,9 @@ async def test_openai_down_is_an_upstream_error_with_1013_not_a_traceback(
         assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
         fake.reject_connections = False  # OpenAI is back: the next session is served
         async with connect(face) as ws:
-            await ws.send_json({"action": "start", "language": "en"})
-            await receive(ws)
-            await send_audio(ws, command("Turn on the kitchen lights."), AudioFormat(RATE, 2, 1))
-            await ws.send_json({"action": "stop"})
-            assert finals(await messages_until_stopped(ws)) == ["hello world"]
+            assert finals(
+                await transcribe(ws, command("Turn on the kitchen lights."), language="en")
+            ) == ["hello world"]
 
 
 def _client_frame(opcode: int, payload: bytes) -> bytes:
