@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import soxr
 
 DEFAULT_API_KEY = "sk-test-fake-key-0123456789"
 REALTIME_RATE = 24000
@@ -68,17 +67,6 @@ def split_deltas(text: str) -> list[str]:
 def _new_id(prefix: str, length: int = 21) -> str:
     alphabet = string.ascii_letters + string.digits
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def _resample(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
-    """Resample s16le mono PCM with soxr (a trailing odd byte is dropped)."""
-    if len(pcm) % 2:
-        pcm = pcm[:-1]
-    if in_rate == out_rate or not pcm:
-        return pcm
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    y = soxr.resample(x, in_rate, out_rate)
-    return np.clip(np.round(y * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def _usage(model: str | None, pcm24k: bytes, prompt: str | None, text: str) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from tests.speech import resample_pcm
+
 from .base import _FakeOpenAIBase
 from .common import (
     _MAX_UPLOAD_BYTES,
     REALTIME_RATE,
-    _resample,
     _usage,
     default_transcriber,
     split_deltas,
@@ -134,7 +135,7 @@ class _HttpTranscription(_FakeOpenAIBase):
                     "file",
                 ),
             )
-        pcm24k = _resample(samples.tobytes(), rate, REALTIME_RATE)
+        pcm24k = resample_pcm(samples.tobytes(), rate, REALTIME_RATE)
         response_format = fields.get("response_format", "json")
         if response_format not in ("json", "text"):
             return self._error_response(

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from tests.speech import resample_pcm
+
 from .common import (
     _MIN_COMMIT_MS,
     REALTIME_RATE,
     _new_id,
-    _resample,
     _usage,
     default_transcriber,
     split_deltas,
@@ -58,9 +59,9 @@ def _alaw_to_pcm16(data: bytes) -> bytes:
 def _wire_to_pcm24k(data: bytes, fmt_type: str) -> bytes:
     """Convert input-buffer bytes in the session's format to 24 kHz s16le mono."""
     if fmt_type == "audio/pcmu":
-        return _resample(_ulaw_to_pcm16(data), 8000, REALTIME_RATE)
+        return resample_pcm(_ulaw_to_pcm16(data), 8000, REALTIME_RATE)
     if fmt_type == "audio/pcma":
-        return _resample(_alaw_to_pcm16(data), 8000, REALTIME_RATE)
+        return resample_pcm(_alaw_to_pcm16(data), 8000, REALTIME_RATE)
     return data
 
 
