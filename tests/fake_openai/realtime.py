@@ -61,6 +61,7 @@ class _RealtimeConnection:
     response_cancel: asyncio.Event = field(default_factory=asyncio.Event)
     voice_locked: bool = False
     appends_after_commit: int = 0
+    stalls_at_commit: bool = False
 
     @property
     def format_type(self) -> str:
@@ -117,6 +118,10 @@ class _RealtimeConnections(_FakeOpenAIBase):
             return self._error_response(
                 400, _ApiError(None, "Expected a WebSocket upgrade request.")
             )
+        if self.hang_handshake:
+            self.hung_handshakes += 1
+            await self._until_client_gone(request)
+            return web.Response(status=503)
         await ws.prepare(request)
         record = RealtimeSessionRecord(
             query=dict(request.query),

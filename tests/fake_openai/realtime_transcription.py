@@ -85,6 +85,9 @@ class _RealtimeTranscription(_RealtimeConnections):
             await self._close(conn, 1008, "invalid query")
             return
 
+        if self.stall_after_commit > 0:
+            self.stall_after_commit -= 1
+            conn.stalls_at_commit = True
         expires_at = self._expires_at()
         conn.config = {
             "type": "transcription",
@@ -118,6 +121,12 @@ class _RealtimeTranscription(_RealtimeConnections):
     ) -> None:
         """One validated client event of a transcription session."""
         event_type = data["type"]
+        if conn.record.stalled:
+            return  # recorded, never answered
+        if event_type == "input_audio_buffer.commit" and conn.stalls_at_commit:
+            conn.record.stalled = True
+            conn.record.commit_times.append(time.monotonic())
+            return
         if event_type == "session.update":
             await self._on_session_update(conn, data, event_id)
         elif event_type == "input_audio_buffer.append":
