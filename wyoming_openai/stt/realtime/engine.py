@@ -35,6 +35,7 @@ from ...audio import PCM_24K_MONO
 from ...catalogue import DEFAULT_MODELS
 from ...config import SttSettings
 from ...errors import BridgeError, ErrorCode
+from ...hedge import LatencyTracker
 from ...retry import RetryPolicy
 from ..base import TranscribeRequest
 from ..openai_base import OpenAISttEngine
@@ -62,6 +63,7 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: seconds from ``audio-stop`` to the transcript, retries included.
         retry: back-off between attempts.
         warm_renew_margin: seconds before expiry a warm session is replaced.
+        finalize: times finalizes and says when one is overdue (default: never).
     """
 
     input_format = PCM_24K_MONO
@@ -75,11 +77,14 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: float,
         retry: RetryPolicy | None = None,
         warm_renew_margin: float = WARM_RENEW_MARGIN,
+        finalize: LatencyTracker | None = None,
     ) -> None:
         super().__init__(client, settings, retry)
         self.connect_timeout = connect_timeout
         self.result_timeout = result_timeout
         self.speculative_commit = settings.speculative_commit
+        self.finalize = finalize or LatencyTracker.off("transcription finalize")
+        """Time from a commit to its transcript; when overdue, sessions hedge."""
         """Whether sessions commit at the end of speech a local detector hears."""
         self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin)
         self._closing: set[asyncio.Task[None]] = set()
