@@ -24,6 +24,7 @@ from openai import AsyncOpenAI
 
 from .config import Settings
 from .fallback import LocalHold
+from .hedge import LatencyTracker
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
 from .retry import RetryPolicy
@@ -111,6 +112,7 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
             tts,
             PiperTtsEngine(settings.local, output_format=tts.output_format),
             LocalHold("speech", hold),
+            LatencyTracker.from_settings("speech first audio", settings.openai),
         )
     return Engines(plan, stt, tts, client)
 
@@ -129,6 +131,7 @@ def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
         connect_timeout=settings.openai.connect_timeout,
         result_timeout=settings.openai.timeout,
         retry=_retry(settings),
+        finalize=LatencyTracker.from_settings("transcription finalize", settings.openai),
     )
 
 
@@ -141,7 +144,12 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
     ``/v1/audio/speech`` engine alone.
     """
     tts = settings.tts
-    speech = OpenAISpeechEngine(client, tts, _retry(settings))
+    speech = OpenAISpeechEngine(
+        client,
+        tts,
+        _retry(settings),
+        LatencyTracker.from_settings("speech first byte", settings.openai),
+    )
     if tts.mode == "speech":
         return speech
     realtime = RealtimeSpeechEngine(
