@@ -34,7 +34,10 @@ from wyoming_openai.hedge import LatencyTracker
 TEXT = "Turn on the kitchen lights."
 REPLY = ["The garage door ", "is open. Shall I ", "close it?"]
 
-QUICK_HEDGE = ("--openai-hedge-floor", "0.3", "--openai-hedge-ceiling", "0.6")
+HEDGE = "--openai-hedge"
+"""Hedging on (``make_settings`` turns it off for the other tests)."""
+
+QUICK_HEDGE = (HEDGE, "--openai-hedge-floor", "0.3", "--openai-hedge-ceiling", "0.6")
 """Overdue after 0.3-0.6 s (the defaults, 1-2.5 s, only make these tests slower); the
 deadline (openai.timeout, 10 s) is far away, so only a hedge answers in time."""
 
@@ -76,6 +79,7 @@ def test_overdue_time_is_the_p99_of_healthy_answers_within_floor_and_ceiling() -
 
 
 def test_hedge_settings_are_checked() -> None:
+    assert load_settings([], {}).openai.hedge is True  # on by default
     settings = load_settings([], {"WYOMING_OPENAI_OPENAI_HEDGE": "false"})
     assert settings.openai.hedge is False
     assert (settings.openai.hedge_floor, settings.openai.hedge_ceiling) == (1.0, 2.5)
@@ -147,7 +151,7 @@ async def test_a_healthy_service_is_never_hedged(
     """Default settings: every utterance one session, every piece one speech request."""
     fake.finalize_delay = 0.15  # a healthy service's finalize
     fake.tts_first_byte_delay = 0.3
-    settings = make_settings(fake.base_url, "--tts-mode", "speech")
+    settings = make_settings(fake.base_url, HEDGE, "--tts-mode", "speech")
     async with running_server(settings) as server:
         assert server.port is not None
         for _ in range(3):
