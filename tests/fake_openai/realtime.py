@@ -61,7 +61,6 @@ class _RealtimeConnection:
     response_cancel: asyncio.Event = field(default_factory=asyncio.Event)
     voice_locked: bool = False
     appends_after_commit: int = 0
-    stalls_at_commit: bool = False
 
     @property
     def format_type(self) -> str:

@@ -85,9 +85,6 @@ class _RealtimeTranscription(_RealtimeConnections):
             await self._close(conn, 1008, "invalid query")
             return
 
-        if self.stall_after_commit > 0:
-            self.stall_after_commit -= 1
-            conn.stalls_at_commit = True
         expires_at = self._expires_at()
         conn.config = {
             "type": "transcription",
@@ -123,7 +120,8 @@ class _RealtimeTranscription(_RealtimeConnections):
         event_type = data["type"]
         if conn.record.stalled:
             return  # recorded, never answered
-        if event_type == "input_audio_buffer.commit" and conn.stalls_at_commit:
+        if event_type == "input_audio_buffer.commit" and self.stall_after_commit > 0:
+            self.stall_after_commit -= 1
             conn.record.stalled = True
             conn.record.commit_times.append(time.monotonic())
             return

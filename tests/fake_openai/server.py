@@ -80,9 +80,9 @@ class FakeOpenAI(
         hang_handshake: Realtime WebSocket handshakes are read but never answered (TCP
             accepted, no HTTP 101): the connect itself hangs. Counted in
             :attr:`hung_handshakes`; no session record is made.
-        stall_after_commit: the next this-many transcription sessions stop answering at
-            their first ``input_audio_buffer.commit`` (no ``committed``, no transcript;
-            events still recorded; ``RealtimeSessionRecord.stalled``).
+        stall_after_commit: the next this-many ``input_audio_buffer.commit`` events (on any
+            transcription session, warm ones too) are never answered, nor anything after
+            them on that session (events still recorded; ``RealtimeSessionRecord.stalled``).
         speech_stalls: the next this-many ``/v1/audio/speech`` requests never send a byte
             (``SpeechStreamRecord.stalled``; ``aborted`` once the client closed it).
 
