@@ -735,7 +735,7 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web"
+        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web,outage"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -791,6 +791,10 @@ async def main() -> None:
                 await web_section(table, fake, server, args.runs)
 
             await with_server(fake, args, {}, web_face, web=True)
+        if "outage" not in skip:
+            from benchmarks.outages import outage_rows  # it imports this module
+
+            await outage_rows(table, args)
     finally:
         await fake.stop()
 
