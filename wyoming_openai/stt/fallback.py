@@ -177,14 +177,14 @@ class FallbackSttSession(SttSession):
     async def results(self) -> AsyncIterator[TranscriptEvent]:
         """OpenAI's events; on an outage (or a local answer first while OpenAI's is
         overdue, :mod:`wyoming_openai.hedge`) the local engine's final transcript."""
-        queue: asyncio.Queue[tuple[str, TranscriptEvent | BridgeError | None]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, TranscriptEvent | Exception | None]] = asyncio.Queue()
 
         async def pump(name: str, session: SttSession) -> None:
             try:
                 async for event in session.results():
                     queue.put_nowait((name, event))
                 queue.put_nowait((name, None))
-            except BridgeError as err:
+            except Exception as err:  # a BridgeError, or a fault of ours: raised below
                 queue.put_nowait((name, err))
 
         overdue = self._primary.overdue if isinstance(self._primary, Hedgeable) else None
@@ -193,6 +193,7 @@ class FallbackSttSession(SttSession):
         if overdue is not None and self._tee is not None:
             watch = asyncio.create_task(overdue.wait(), name="stt-hedge-local")
         cause: BridgeError | None = None
+        local_error: BridgeError | None = None  # the local hedge failed while OpenAI went on
         try:
             while True:
                 if watch is not None and self._local is None:
@@ -213,9 +214,13 @@ class FallbackSttSession(SttSession):
                     name, item = got.result()
                 else:
                     name, item = await queue.get()
+                if isinstance(item, Exception) and not isinstance(item, BridgeError):
+                    raise item
                 if name == "openai":
                     if isinstance(item, BridgeError):
                         self._primary_alive = False
+                        if local_error is not None:
+                            raise item from local_error
                         if not item.outage or (self._tee is None and self._local is None):
                             raise item
                         cause = item
@@ -246,6 +251,7 @@ class FallbackSttSession(SttSession):
                 if isinstance(item, BridgeError):  # the local engine failed
                     if self._primary_alive:
                         _LOGGER.warning("Local transcription (hedge) failed: %s", item)
+                        local_error = item
                         continue
                     _LOGGER.warning("Local transcription failed too: %s", item)
                     assert cause is not None
