@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -28,8 +29,8 @@ from tests.utterances import command, eventually, tone, use_whisper
 from wyoming_openai.audio import PCM_24K_MONO
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
-from wyoming_openai.errors import ConfigError
-from wyoming_openai.hedge import LatencyTracker
+from wyoming_openai.errors import BridgeError, ConfigError, ErrorCode
+from wyoming_openai.hedge import HedgedStream, LatencyTracker
 
 TEXT = "Turn on the kitchen lights."
 REPLY = ["The garage door ", "is open. Shall I ", "close it?"]
@@ -85,6 +86,64 @@ def test_hedge_settings_are_checked() -> None:
     assert (settings.openai.hedge_floor, settings.openai.hedge_ceiling) == (1.0, 2.5)
     with pytest.raises(ConfigError, match="hedge_ceiling"):
         load_settings(["--openai-hedge-floor", "3", "--openai-hedge-ceiling", "2"], {})
+
+
+class Stream:
+    """An audio stream that waits ``delay`` seconds (or forever: None), then yields
+    ``chunks`` or raises ``error``; records whether it was closed early."""
+
+    def __init__(
+        self, delay: float | None, chunks: list[bytes], error: BridgeError | None = None
+    ) -> None:
+        self.delay, self.chunks, self.error = delay, chunks, error
+        self.started = self.closed = False
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        self.started = True
+        try:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay or 0.0)
+            if self.error is not None:
+                raise self.error
+            for chunk in self.chunks:
+                yield chunk
+        finally:
+            self.closed = True
+
+
+async def play(primary: Stream, backup: Stream, after: float) -> tuple[HedgedStream, bytes]:
+    race = HedgedStream(primary.audio(), backup.audio, after)
+    return race, b"".join([chunk async for chunk in race.chunks()])
+
+
+async def test_a_timely_stream_is_never_hedged() -> None:
+    primary, backup = Stream(0.0, [b"ab", b"cd"]), Stream(0.0, [b"xx"])
+    race, audio = await play(primary, backup, after=5.0)
+    assert audio == b"abcd" and race.winner == "primary"
+    assert not race.hedged and not backup.started
+
+
+async def test_an_overdue_stream_loses_to_its_backup_and_is_closed() -> None:
+    primary, backup = Stream(None, [b"never"]), Stream(0.0, [b"ab", b"cd"])
+    race, audio = await play(primary, backup, after=0.05)
+    assert audio == b"abcd" and race.winner == "backup" and race.hedged
+    assert primary.closed  # the loser's request is released at once
+
+
+async def test_a_failure_before_the_overdue_time_is_not_hedged() -> None:
+    error = BridgeError(ErrorCode.UPSTREAM_UNAVAILABLE, "refused")
+    primary, backup = Stream(0.0, [], error), Stream(0.0, [b"xx"])
+    with pytest.raises(BridgeError, match="refused"):
+        await play(primary, backup, after=5.0)
+    assert not backup.started  # a failure is the caller's to handle (the fallback)
+
+
+async def test_an_overdue_stream_that_fails_leaves_the_race_to_the_backup() -> None:
+    error = BridgeError(ErrorCode.UPSTREAM_UNAVAILABLE, "dropped")
+    primary, backup = Stream(0.2, [], error), Stream(0.4, [b"ab"])
+    race, audio = await play(primary, backup, after=0.05)
+    assert audio == b"ab" and race.winner == "backup" and "primary" in race.errors
 
 
 # ----------------------------------------------------------------------- speech to text
