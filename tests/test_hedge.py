@@ -204,6 +204,23 @@ async def test_without_hedging_a_stalled_session_waits_for_the_deadline(
     assert hedge_lines(caplog) == []
 
 
+async def test_refused_connections_are_a_failure_not_a_hedge_and_recovery_is_seen(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal is no delay: it is reported (fallback none) without waiting to be
+    overdue; once the service takes connections again, OpenAI answers."""
+    fake.reject_connections = True
+    settings = make_settings(fake.base_url, *QUICK_HEDGE, "--openai-max-retries", "0")
+    async with running_server(settings) as server:
+        assert server.port is not None
+        refused = await ha_transcribe(server.port, utterance())
+        fake.reject_connections = False
+        recovered = await ha_transcribe(server.port, utterance())
+    assert refused.error is not None and refused.error.code == "upstream-unavailable"
+    assert recovered.error is None and recovered.transcript == "hello world"
+    assert hedge_lines(caplog) == []
+
+
 async def test_a_healthy_service_is_never_hedged(
     fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
