@@ -22,8 +22,9 @@ utterance at ``audio-stop``. Transient failures are retried with back-off
 engine's ``result_timeout`` seconds, retries included.
 
 Hedged (:mod:`wyoming_openai.hedge`): when an attempt owes an answer (a commit not yet
-transcribed, or none sent since the speech ended because the connection is still not
-there) for longer than the engine's ``finalize`` tracker allows, a fresh attempt replays
+transcribed; or, once the speech ended, no commit because its session is still
+connecting, counted from the connect's start) for longer than the engine's ``finalize``
+tracker allows, a fresh attempt replays
 the utterance in parallel (once per utterance); the first to answer wins and the other is
 cancelled, its session closed. ``overdue`` tells a caller with a local engine to start it.
 
@@ -84,6 +85,7 @@ class _Attempt:
 
     speculative: bool
     started_at: float = 0.0  # loop time the attempt began
+    connected: bool = False  # its session is open and configured
     commits: int = 0
     commit_times: list[float] = field(default_factory=list)  # loop time of each commit sent
     answers: int = 0  # commits answered (transcript, or nothing said)
@@ -106,12 +108,13 @@ class _Attempt:
 
     def waiting_since(self, wanted_at: float | None) -> float | None:
         """Since when (loop time) this attempt owes an answer: its oldest unanswered
-        commit, or, before its first commit, ``wanted_at`` (when the utterance first
-        wanted one) but not before the attempt began; None: nothing owed yet."""
+        commit; before its first commit, once one is wanted (``wanted_at``: the speech
+        ended), since then, or since the attempt began while it is still connecting (a
+        connect that slow is overdue itself); None: nothing owed yet."""
         if self.answers < len(self.commit_times):
             return self.commit_times[self.answers]
         if self.commits == 0 and wanted_at is not None:
-            return max(wanted_at, self.started_at)
+            return max(wanted_at, self.started_at) if self.connected else self.started_at
         return None
 
     def text(self) -> str:
@@ -350,6 +353,8 @@ class RealtimeSttSession(SttSession):
         """One connection: configure, (re)send the utterance from its start, commit, collect."""
         async with asyncio.timeout(self._engine.connect_timeout):
             connection = await self._engine.connect(self._request)
+        attempt.connected = True
+        attempt.changed.set()
         receiver = asyncio.create_task(self._receive(connection, attempt), name="realtime-stt-recv")
         sender = asyncio.create_task(self._send(connection, attempt), name="realtime-stt-send")
         try:
