@@ -7,9 +7,10 @@ first answers a few healthy commands and replies (finalize 150 ms, first byte 40
 it knows how long healthy answers take, as a running server does. Then, per run:
 
 - OpenAI hangs (``fallback: local``, ``fallback_retry_after: 0`` so every run is the
-  first command of an outage): the warm session never answers its commit and new
-  handshakes are never answered; ``audio-stop`` -> ``transcript`` of a Piper command
-  (Home Assistant's 0.7 s tail, paced in real time), checked against its words;
+  first command of an outage): sessions open and take the audio but never answer the
+  commit; then, in a second row, the connect itself hangs too (handshakes never
+  answered); ``audio-stop`` -> ``transcript`` of a Piper command (Home Assistant's 0.7 s
+  tail, paced in real time), checked against its words;
 - the same server, every ``/v1/audio/speech`` hanging: plain ``synthesize`` of a
   sentence -> first ``audio-chunk`` (Piper's);
 - one stalled realtime session (``fallback: none``): the next commit is never answered,
@@ -69,18 +70,22 @@ async def _hanging(table: Table, args: argparse.Namespace, runs: int) -> None:
         server = await _server(fake, args, "--fallback", "local", "--fallback-retry-after", "0")
         try:
             await _warm_up(fake, server)
-            fake.stall_after_commit = 10**6
-            fake.hang_handshake = True
-            fake.hang = True  # HTTP: /v1/audio/speech never answers
-            waits, wrong = [], 0
             pcm = command(COMMAND)
-            for index in range(runs + 1):
-                run = await ha_transcribe(server.port, pcm)
-                if index:  # the first run also loads the local model's caches
-                    waits.append((run.transcript_at - run.audio_stop_at) * 1000)
-                    wrong += not _right(run.text, COMMAND)
-            table.add("OpenAI hangs, first command: audio-stop -> transcript (local)", waits)
-            table.one("  of which wrong transcripts", wrong, "runs")
+            fake.stall_after_commit = 10**6  # sessions open, take the audio, never answer
+            for row, hang_connect in (
+                ("OpenAI hangs after the commit, first command: audio-stop -> transcript", False),
+                ("OpenAI's connect hangs, first command: audio-stop -> transcript", True),
+            ):
+                fake.hang_handshake = hang_connect
+                waits, wrong = [], 0
+                for index in range(runs + 1):
+                    run = await ha_transcribe(server.port, pcm)
+                    if index:  # the first run settles the state (warm session, caches)
+                        waits.append((run.transcript_at - run.audio_stop_at) * 1000)
+                        wrong += not _right(run.text, COMMAND)
+                table.add(row, waits)
+                table.one("  of which wrong transcripts (local Whisper answers)", wrong, "runs")
+            fake.hang = True  # HTTP: /v1/audio/speech never answers
             firsts = []
             for index in range(runs + 1):
                 reply = await tts_plain(server.port, SENTENCE)
