@@ -24,9 +24,9 @@ engine's ``result_timeout`` seconds, retries included.
 Hedged (:mod:`wyoming_openai.hedge`): when an attempt owes an answer (a commit not yet
 transcribed; or, once the speech ended, no commit because its session is still
 connecting, counted from the connect's start) for longer than the engine's ``finalize``
-tracker allows, a fresh attempt replays
-the utterance in parallel (once per utterance); the first to answer wins and the other is
-cancelled, its session closed. ``overdue`` tells a caller with a local engine to start it.
+tracker allows, a fresh attempt replays the utterance in parallel (once per utterance);
+the first to answer wins and the other is cancelled, its session closed. ``overdue``
+tells a caller with a local engine to start it too.
 
 Lifecycle: one owned task runs the attempts; every failure becomes a
 :class:`BridgeError` in the results queue; ``aclose()`` cancels the task and closes the
