@@ -86,12 +86,17 @@ async def _hanging(table: Table, args: argparse.Namespace, runs: int) -> None:
                 table.add(row, waits)
                 table.one("  of which wrong transcripts (local Whisper answers)", wrong, "runs")
             fake.hang = True  # HTTP: /v1/audio/speech never answers
-            firsts = []
+            firsts, failed = [], 0
             for index in range(runs + 1):
-                reply = await tts_plain(server.port, SENTENCE)
+                try:
+                    reply = await tts_plain(server.port, SENTENCE)
+                except (RuntimeError, TimeoutError):  # error, or no audio in 30 s
+                    failed += 1
+                    continue
                 if index and reply.first_audio_at is not None:
                     firsts.append((reply.first_audio_at - reply.started_at) * 1000)
             table.add("OpenAI hangs, reply: request -> first audio (Piper)", firsts)
+            table.one("  of which failed (error, or no audio in 30 s)", failed, "runs")
         finally:
             await server.stop()
     finally:
