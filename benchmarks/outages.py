@@ -29,7 +29,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from benchmarks.latency import ServerProcess, Table, ha_transcribe, tts_plain
+from benchmarks.latency import ServerProcess, SttRun, Table, ha_transcribe, tts_plain
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.utterances import command
@@ -59,6 +59,22 @@ async def _server(fake: FakeOpenAI, args: argparse.Namespace, *flags: str) -> Se
     return server
 
 
+async def _transcribe(port: int, pcm: bytes, failures: list[float]) -> SttRun | None:
+    """:func:`ha_transcribe`; an error (or nothing in 30 s) is appended to ``failures`` as
+    seconds after ``audio-stop`` (the audio is paced in real time) and gives None."""
+    started = time.monotonic()
+    try:
+        return await ha_transcribe(port, pcm)
+    except (RuntimeError, TimeoutError):
+        failures.append(time.monotonic() - started - len(pcm) / 32000)
+        return None
+
+
+def _failed(table: Table, failures: list[float]) -> None:
+    if failures:
+        table.add(f"  of which failed ({len(failures)} runs): error after", failures, "s")
+
+
 def _right(text: str, expected: str) -> bool:
     return speech.normalize_text(text) == speech.normalize_text(expected)
 
@@ -77,14 +93,15 @@ async def _hanging(table: Table, args: argparse.Namespace, runs: int) -> None:
                 ("OpenAI's connect hangs, first command: audio-stop -> transcript", True),
             ):
                 fake.hang_handshake = hang_connect
-                waits, wrong = [], 0
+                waits, wrong, failures = [], 0, []
                 for index in range(runs + 1):
-                    run = await ha_transcribe(server.port, pcm)
-                    if index:  # the first run settles the state (warm session, caches)
+                    run = await _transcribe(server.port, pcm, failures)
+                    if index and run:  # the first run settles the state (warm session, caches)
                         waits.append((run.transcript_at - run.audio_stop_at) * 1000)
                         wrong += not _right(run.text, COMMAND)
                 table.add(row, waits)
                 table.one("  of which wrong transcripts (local Whisper answers)", wrong, "runs")
+                _failed(table, failures)
             fake.hang = True  # HTTP: /v1/audio/speech never answers
             firsts, failed = [], 0
             for index in range(runs + 1):
@@ -111,7 +128,7 @@ async def _stalls(table: Table, args: argparse.Namespace, runs: int) -> None:
         try:
             await _warm_up(fake, server)
             pcm = command(COMMAND)
-            healthy = []
+            healthy: list[float] = []
             sessions = sum(bool(s.commits) for s in fake.realtime_sessions)
             for _ in range(runs):
                 run = await ha_transcribe(server.port, pcm)
@@ -119,14 +136,16 @@ async def _stalls(table: Table, args: argparse.Namespace, runs: int) -> None:
             hedges = sum(bool(s.commits) for s in fake.realtime_sessions) - sessions - runs
             table.add("healthy OpenAI (150 ms): audio-stop -> transcript", healthy)
             table.one("  hedges fired (second sessions)", hedges, "sessions")
-            stalled, wrong = [], 0
+            stalled, wrong, failures = [], 0, []
             for _ in range(runs):
                 fake.stall_after_commit = 1
-                run = await ha_transcribe(server.port, pcm)
-                stalled.append((run.transcript_at - run.audio_stop_at) * 1000)
-                wrong += run.text != "hello world"
+                run = await _transcribe(server.port, pcm, failures)
+                if run:
+                    stalled.append((run.transcript_at - run.audio_stop_at) * 1000)
+                    wrong += run.text != "hello world"
             table.add("one stalled session (fallback none): audio-stop -> transcript", stalled)
             table.one("  of which wrong transcripts", wrong, "runs")
+            _failed(table, failures)
             firsts = []
             for _ in range(runs):
                 fake.speech_stalls = 1
