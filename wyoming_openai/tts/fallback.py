@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 
 from ..errors import BridgeError
 from ..fallback import LocalHold
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
 _LOGGER = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ class FallbackTtsEngine(TtsEngine):
         await self.primary.prepare()
         await self.local.prepare()
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         """OpenAI's audio of ``text``, else Piper's (see the module docstring).
 
         Raises:
@@ -108,7 +110,7 @@ class FallbackTtsEngine(TtsEngine):
         if outage is None:
             sent_bytes = 0
             try:
-                async with _closing(self.primary.synthesize(text, voice)) as audio:
+                async with _closing(self.primary.synthesize(text, voice, options)) as audio:
                     async for pcm in audio:
                         sent_bytes += len(pcm)
                         yield pcm
@@ -141,7 +143,8 @@ class FallbackTtsEngine(TtsEngine):
                 self._hold.remaining(outage),
             )
         try:
-            async with _closing(self.local.synthesize(text, self.local.default_voice())) as audio:
+            local = self.local.synthesize(text, self.local.default_voice(), options)
+            async with _closing(local) as audio:
                 async for pcm in audio:
                     yield pcm
         except BridgeError as local_err:
