@@ -136,7 +136,7 @@ async def test_a_client_hanging_up_mid_body_is_no_error(
         ({"voice": "robot"}, "unknown-voice"),
         ({"input": ""}, "empty-text"),
         ({"input": "   "}, "empty-text"),
-        ({"response_format": "mp3"}, "unsupported-format"),
+        ({"response_format": "ogg"}, "unsupported-format"),
     ],
 )
 async def test_a_bad_request_is_a_bad_request_error_with_its_code(
