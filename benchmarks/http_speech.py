@@ -97,6 +97,7 @@ async def http_speech(table: Table, fake: FakeOpenAI, server: ServerProcess, run
         finally:
             fake.tts_first_byte_delay = delay
     for response_format in CONTAINERS:
+        encode_cost(response_format, 0.5)  # FFmpeg's libraries loaded, caches warm
         table.one(
             f"http speech: {response_format} encoding per second of audio",
             encode_cost(response_format),

@@ -81,9 +81,11 @@ class _Sink:
 class SpeechEncoder:
     """Encode PCM chunks into one response format, as a stream.
 
-    :meth:`encode` each chunk (whole frames of ``source``) in order, then :meth:`finish`
-    once; each returns the container bytes made so far (possibly none: an encoder needs
-    a whole frame of samples, e.g. 1,152 for MP3). :meth:`close` releases FFmpeg's state
+    :meth:`open` (optional: it lets the encoder be set up while the first audio is
+    awaited), :meth:`encode` each chunk (whole frames of ``source``) in order, then
+    :meth:`finish` once; each returns the container bytes made so far (possibly none: an
+    encoder needs a whole frame of samples, e.g. 576 for MP3 at 24 kHz).
+    :meth:`close` releases FFmpeg's state
     (also without :meth:`finish`, after a failure). Methods may run in any thread, one at
     a time: a lock serializes them.
 
@@ -115,6 +117,19 @@ class SpeechEncoder:
         """Whether encoding takes long enough to run off the event loop (not ``pcm``,
         passed through as it is, nor ``wav``, a header and the samples as they are)."""
         return self._container is not None and self._container.costly
+
+    def open(self) -> bytes:
+        """Set the muxer and encoder up; returns the container's header (may be empty).
+
+        Raises:
+            RuntimeError: after :meth:`finish` or :meth:`close`.
+        """
+        if self._container is None:
+            return b""
+        with self._lock:
+            self._check_open()
+            self._open()
+            return self._sink.take()
 
     def encode(self, pcm: bytes) -> bytes:
         """The container bytes ``pcm`` completes (the header with the first call).
@@ -170,6 +185,7 @@ class SpeechEncoder:
             self._stream = self._output.add_stream(
                 container.codec, rate=self.source.rate, layout="mono"
             )
+            self._output.start_encoding()  # opens the encoder, writes the header
         return self._stream
 
     def _mux(self, packets: Any) -> None:

@@ -208,6 +208,7 @@ async def stream_speech(
             raise BridgeError(ErrorCode.INTERNAL, "encoding the speech failed") from None
 
     body = _Body(request, speech)
+    opening = asyncio.create_task(run(encoder.open))  # while the first audio is awaited
     try:
         for piece in split_text(speech.text, engine.max_text_chars):
             pipeline.add(piece)
@@ -215,9 +216,13 @@ async def stream_speech(
         async for pcm in pipeline.audio():
             if converter is not None:
                 pcm = converter.convert(pcm)
+            if not body.started:
+                await body.write(await opening)  # the container's header goes first
             await body.write(await run(encoder.encode, pcm))
         if converter is not None:
             await body.write(await run(encoder.encode, converter.flush()))
+        if not body.started:  # nothing to say (e.g. only punctuation): an empty file
+            await body.write(await opening)
         await body.write(await run(encoder.finish))
         await body.end()
     except BridgeError:
@@ -233,5 +238,7 @@ async def stream_speech(
     finally:
         await pipeline.aclose()
         with contextlib.suppress(BridgeError):  # logged; the answer is given already
+            await opening
+        with contextlib.suppress(BridgeError):
             await run(encoder.close)
     return body.response
