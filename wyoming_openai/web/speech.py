@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..audio import PCM_24K_MONO
+from ..catalogue import OPENAI_VOICES
 from ..errors import BridgeError, ErrorCode
 from ..resample import AudioConverter
 from ..tts.base import SpeechOptions, TtsEngine, resolve_voice
@@ -132,6 +133,22 @@ def parse_request(body: Any, max_chars: int) -> SpeechRequest:
     return SpeechRequest(text, voice or None, response_format, stream_format, options)
 
 
+def speaking_voice(engine: TtsEngine, name: str | None) -> str:
+    """The engine's voice for ``name``: as :func:`~wyoming_openai.tts.base.resolve_voice`,
+    but one of OpenAI's voice names (what apps written for OpenAI send) that the engine
+    does not offer (e.g. Piper, without a key) is spoken with the engine's default voice.
+
+    Raises:
+        BridgeError: ``unknown-voice`` for any other name the engine does not offer.
+    """
+    try:
+        return resolve_voice(engine, name)
+    except BridgeError:
+        if name not in OPENAI_VOICES:
+            raise
+        return engine.default_voice()
+
+
 def sse_event(event: dict[str, Any]) -> bytes:
     """One server-sent event carrying ``event`` as JSON ``data``."""
     return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
@@ -189,7 +206,7 @@ async def stream_speech(
     Raises:
         BridgeError: ``unknown-voice``, or the engine's failure before any audio.
     """
-    name = resolve_voice(engine, speech.voice)
+    name = speaking_voice(engine, speech.voice)
     pipeline = SynthesisPipeline(engine, name, lookahead, speech.options)
     converter = (
         AudioConverter(engine.output_format, SPEECH_FORMAT)
