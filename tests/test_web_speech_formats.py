@@ -343,3 +343,18 @@ def test_decoding_helper_sees_silence_as_no_tone() -> None:
     silence = np.zeros(24000, dtype="<i2").tobytes()
     with pytest.raises(AssertionError):
         assert_the_fakes_tone("pcm", silence, seconds=1.0)
+
+
+@pytest.mark.slow
+async def test_openai_failing_mid_body_with_the_fallback_still_cuts_the_file(
+    fake: FakeOpenAI,
+) -> None:
+    """Over Wyoming the fallback ends a sentence early and the reply goes on; a file cut
+    short that way would look whole, so the HTTP client's read fails instead."""
+    fake.speech_fail_after_bytes = 20_000
+    settings = make_settings(fake.base_url, "--fallback", "local", "--tts-mode", "speech")
+    body = request("wav", "A reply long enough to be cut off somewhere in the middle.")
+    async with running_web(settings) as (_server, face), client_of(face) as c:
+        with pytest.raises((httpx2.HTTPError, openai.APIError)):
+            async with c.audio.speech.with_streaming_response.create(**body) as response:
+                await response.read()

@@ -26,11 +26,14 @@ class SpeechOptions:
     ``speed``: 0.25 to 4.0, 1.0 is normal (OpenAI API reference, Audio > Create speech,
     ``speed``); None keeps the engine's setting. ``instructions``: how to speak (tone,
     accent...), for engines whose model takes them; None keeps the engine's setting.
-    Engines that cannot honour a field ignore it.
+    Engines that cannot honour a field ignore it. ``whole``: audio that breaks off
+    part-way through a text must fail the synthesis (a file must be whole), even where an
+    engine would otherwise end that text early and let the reply go on.
     """
 
     speed: float | None = None
     instructions: str | None = None
+    whole: bool = False
 
 
 class TtsEngine(ABC):

@@ -13,7 +13,7 @@ synthesis pipeline asks for it:
   inside the text is unknown, so speaking the piece again would repeat words and speaking
   "the rest" would guess; an error would fail the whole reply in Home Assistant. The
   listener loses the tail of one sentence; the client never hangs and never hears a word
-  twice.
+  twice. Unless the request asks for ``SpeechOptions.whole`` (a file): then it fails.
 - Any other failure (refused key, unknown model, bad request) is reported as an error.
 
 Each fallback is logged once, with its cause. After one, the next pieces go straight to
@@ -120,6 +120,8 @@ class FallbackTtsEngine(TtsEngine):
                     raise
                 cause = err
             self._hold.trip(cause)
+            if sent_bytes and options is not None and options.whole:
+                raise cause
             if sent_bytes:
                 _LOGGER.warning(
                     "OpenAI speech failed after %.0f ms of a piece's audio (%s): the rest of "

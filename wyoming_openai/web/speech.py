@@ -128,7 +128,9 @@ def parse_request(body: Any, max_chars: int) -> SpeechRequest:
             f"stream_format must be one of {', '.join(STREAM_FORMATS)}",
         )
     options = SpeechOptions(
-        speed=None if speed is None else float(speed), instructions=instructions or None
+        speed=None if speed is None else float(speed),
+        instructions=instructions or None,
+        whole=True,  # a file cut short must not look whole
     )
     return SpeechRequest(text, voice or None, response_format, stream_format, options)
 
