@@ -180,9 +180,9 @@ class WebFace:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError):
                 raise BridgeError(ErrorCode.BAD_REQUEST, "the body must be JSON") from None
-            text, voice = parse_request(body, self._settings.limits.max_text_chars)
+            speech = parse_request(body, self._settings.limits.max_text_chars)
             return await stream_speech(
-                request, self._engines.tts, text, voice, self._settings.tts.lookahead
+                request, self._engines.tts, speech, self._settings.tts.lookahead
             )
         except BridgeError as err:
             _LOGGER.info("Speech request refused: %s", err)
