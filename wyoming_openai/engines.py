@@ -9,7 +9,8 @@ engines built here, shared by all its connections:
   Realtime API) or ``auto`` (speech until the service retires the model, then the move to
   realtime); or Piper on its own;
 - with ``fallback: local``, each OpenAI engine wrapped so that its local twin answers
-  during an outage.
+  during an outage; the realtime engines' warm-session pools tell that wrapper's
+  :class:`LocalHold` when OpenAI cannot be reached, so the next request goes local at once.
 
 What serves is decided by :func:`wyoming_openai.plan.plan_engines`.
 """
@@ -38,6 +39,7 @@ from .tts.fallback import FallbackTtsEngine
 from .tts.openai_speech import OpenAISpeechEngine
 from .tts.piper_tts import PiperTtsEngine
 from .tts.realtime import RealtimeSpeechEngine
+from .warm import Health
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,17 +102,15 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
             plan, LocalWhisperEngine(settings.local, settings.stt), PiperTtsEngine(settings.local)
         )
     client = make_client(settings.openai)
-    stt = _openai_stt(client, settings)
-    tts = _openai_tts(client, settings)
-    if plan.fallback:
-        hold = settings.fallback_retry_after
-        stt = FallbackSttEngine(
-            stt, LocalWhisperEngine(settings.local, settings.stt), LocalHold("transcription", hold)
-        )
+    hold = settings.fallback_retry_after
+    stt_hold = LocalHold("transcription", hold) if plan.fallback else None
+    tts_hold = LocalHold("speech", hold) if plan.fallback else None
+    stt = _openai_stt(client, settings, stt_hold)
+    tts = _openai_tts(client, settings, tts_hold)
+    if stt_hold is not None and tts_hold is not None:
+        stt = FallbackSttEngine(stt, LocalWhisperEngine(settings.local, settings.stt), stt_hold)
         tts = FallbackTtsEngine(
-            tts,
-            PiperTtsEngine(settings.local, output_format=tts.output_format),
-            LocalHold("speech", hold),
+            tts, PiperTtsEngine(settings.local, output_format=tts.output_format), tts_hold
         )
     return Engines(plan, stt, tts, client)
 
@@ -119,8 +119,8 @@ def _retry(settings: Settings) -> RetryPolicy:
     return RetryPolicy(max_retries=settings.openai.max_retries)
 
 
-def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
-    """The OpenAI engine ``stt.mode`` asks for."""
+def _openai_stt(client: AsyncOpenAI, settings: Settings, health: Health | None) -> SttEngine:
+    """The OpenAI engine ``stt.mode`` asks for; ``health`` hears from its warm sessions."""
     if settings.stt.mode == "http":
         return HttpSttEngine(client, settings.stt, _retry(settings))
     return RealtimeSttEngine(
@@ -129,11 +129,13 @@ def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
         connect_timeout=settings.openai.connect_timeout,
         result_timeout=settings.openai.timeout,
         retry=_retry(settings),
+        health=health,
     )
 
 
-def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
-    """The OpenAI engine ``tts.mode`` asks for.
+def _openai_tts(client: AsyncOpenAI, settings: Settings, health: Health | None) -> TtsEngine:
+    """The OpenAI engine ``tts.mode`` asks for; ``health`` hears from the realtime
+    engine's warm sessions.
 
     ``auto`` gives an :class:`AutoTtsEngine` when the move to realtime is allowed
     (``tts.realtime_move``; by default when the base URL is OpenAI's: OpenAI-compatible
@@ -149,6 +151,8 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
         tts,
         connect_timeout=settings.openai.connect_timeout,
         response_timeout=settings.openai.timeout,
+        retry=_retry(settings),
+        health=health,
     )
     if tts.mode == "realtime":
         return realtime

@@ -80,3 +80,27 @@ class LocalHold:
         """
         if self._hold > 0:
             self._outage = Outage(cause, time.monotonic())
+
+    # Told by the warm-session pool (``warm.Health``): what it learns before a request.
+
+    def mark_out(self, cause: BridgeError) -> None:
+        """OpenAI could not open a session ahead of requests (an outage): the next
+        requests are answered locally at once, for ``hold_seconds`` from this mark (the
+        pool marks again at each failed attempt, so the hold lasts the outage).
+
+        Logged once per outage (the pool retries in the background)."""
+        if self._hold <= 0:
+            return
+        if not self.covering:
+            _LOGGER.warning(
+                "OpenAI %s is out (%s): the local engine answers until it is back",
+                self._what,
+                cause,
+            )
+        self._outage = Outage(cause, time.monotonic())
+
+    def mark_up(self) -> None:
+        """OpenAI opened and configured a session again: the next request tries OpenAI."""
+        outage, self._outage = self._outage, None
+        if outage is not None and outage.age() < self._hold:
+            _LOGGER.info("OpenAI %s answers again: trying it for the next request", self._what)

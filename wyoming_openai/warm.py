@@ -396,7 +396,7 @@ class WarmPool(Generic[K, S]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise upstream.from_exception(exc, f"opening a {self._what} session") from exc
+            raise upstream.from_exception(exc, self._what) from exc
         lifetime = max(0.0, opened.expires_at - time.time())
         margin = min(self._renew_margin, lifetime / 4)
         _LOGGER.debug(
