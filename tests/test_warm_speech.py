@@ -207,3 +207,28 @@ async def test_pool_health_sends_the_next_requests_local_at_once_and_back(
     assert back.error is None and back.transcript == "hello world"  # the fake's answer
     assert any(s.commits for s in fake.realtime_sessions)
     assert spoken.audio == default_synthesizer("Welcome back.", "alloy")
+
+
+async def test_auto_mode_keeps_realtime_speech_warm_from_the_move(fake: FakeOpenAI) -> None:
+    """Before the move nothing realtime is opened; the reply that finds the speech model
+    retired moves to realtime, and from then on a session is kept open ahead of requests:
+    one the service ends is replaced with no request asking for it."""
+    fake.retired_models = {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"}
+    settings = make_settings(fake.base_url, "--tts-realtime-move", "true")
+    async with running_server(settings) as server:
+        assert server.port is not None
+        assert speech_sessions(fake) == []
+        moved = await ha_synthesize(server.port, "Good morning.")
+        (first,) = speech_sessions(fake)
+        await eventually(lambda: first.deleted_items, READ_TIMEOUT)  # back in the pool
+        await fake.expire_realtime_sessions()
+        await eventually(lambda: len(speech_sessions(fake)) == 2, READ_TIMEOUT)
+        spare = speech_sessions(fake)[1]
+        await eventually(lambda: spare.events_of_type("session.updated"), READ_TIMEOUT)
+        requested_at = time.monotonic()
+        after = await ha_synthesize(server.port, "Good night.")
+    assert moved.error is None and after.error is None
+    assert first.spoken == ["Good morning."]
+    assert spare.spoken == ["Good night."]  # no session opened for the request itself
+    assert len(speech_sessions(fake)) == 2
+    assert spare.connected_at < configured_at(spare) < requested_at
