@@ -38,6 +38,7 @@ import asyncio
 import base64
 import importlib
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -236,6 +237,7 @@ class RealtimeSpeechEngine(TtsEngine):
             health=health,
         )
         self._preload: asyncio.Task[Any] | None = None
+        self._parser_ready = False
         self._substituted: set[str] = set()
         if settings.speed > MAX_SPEED:
             _LOGGER.info(
@@ -387,7 +389,12 @@ class RealtimeSpeechEngine(TtsEngine):
         try:
             created = await wire.expect(connection, "session.created", WHAT)
             await connection.session.update(session=self.session_config(voice))
-            await wire.expect(connection, "session.updated", WHAT)
+            updated = await wire.expect(connection, "session.updated", WHAT)
+            if not self._parser_ready:
+                # The SDK builds its server-event models on first use: parse one event now,
+                # in a worker thread, so the first reply does not pay for it.
+                await asyncio.to_thread(connection.parse_event, json.dumps(updated))
+                self._parser_ready = True
         except BaseException:
             await asyncio.shield(wire.close_quietly(connection))
             raise
