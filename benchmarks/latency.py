@@ -76,6 +76,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
+from benchmarks import warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
@@ -735,7 +736,7 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web"
+        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web,warm"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -791,6 +792,8 @@ async def main() -> None:
                 await web_section(table, fake, server, args.runs)
 
             await with_server(fake, args, {}, web_face, web=True)
+        if "warm" not in skip:
+            await warm_speech.section(table, fake, args.server_root, args.runs)
     finally:
         await fake.stop()
 
