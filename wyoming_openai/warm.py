@@ -87,14 +87,12 @@ class Warm(Generic[K, S]):
         session: the user's object for it.
         connection: its WebSocket.
         renew_at: when it is replaced (Unix time, seconds).
-        warm: whether it was opened ahead of the request that uses it (or used before).
     """
 
     key: K
     session: S
     connection: AsyncRealtimeConnection
     renew_at: float
-    warm: bool = True
     alive: bool = True
     watcher: asyncio.Task[None] | None = None
 
@@ -194,12 +192,6 @@ class WarmPool(Generic[K, S]):
                 self._retire(warm)
         self._changed.set()
 
-    def forget(self, key: K) -> None:
-        """Stop keeping ``key`` warm (its ready sessions are closed)."""
-        self._keys.pop(key, None)
-        for warm in self._idle.pop(key, []):
-            self._retire(warm)
-
     async def take(self, key: K) -> Warm[K, S] | None:
         """A ready session of ``key``, no longer watched (the caller owns it; a reusable
         one is lent: :meth:`give_back` or :meth:`drop` it), or None. A session of ``key``
@@ -248,7 +240,6 @@ class WarmPool(Generic[K, S]):
             if self._reusable:
                 self._lent[key] -= 1
             raise
-        warm.warm = False
         return warm
 
     def give_back(self, warm: Warm[K, S]) -> None:
@@ -265,7 +256,6 @@ class WarmPool(Generic[K, S]):
         ):
             self._retire(warm)
             return
-        warm.warm = True
         idle.append(warm)
         warm.watcher = asyncio.create_task(self._watch(warm), name=f"warm-{self._what}-watch")
 

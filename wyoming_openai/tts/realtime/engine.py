@@ -24,8 +24,11 @@ OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at
   (``RealtimeAudioConfigOutput.voice``), and ``audio.output.speed`` is 0.25 to 1.5;
 - a session lasts at most 60 minutes (then ``error session_expired`` and a 1001 close).
 
-Design: sessions are pooled by voice (:mod:`.pool`) and reused, one response at a time
-each, and renewed before the 60-minute limit. After a response its items are deleted, so
+Design: sessions are kept by voice (:mod:`.pool`, on the shared warm-session pool of
+:mod:`wyoming_openai.warm`): the default voice's session is opened and configured ahead of
+the first request, each voice used stays warm (``tts.warm_voices``, least recently used
+closed first), sessions are reused one response at a time each, and renewed before the
+60-minute limit. After a response its items are deleted, so
 every response sees only the instructions and its own text (a growing conversation would
 make the model re-read, and pay for, every earlier piece). Cancelling a synthesis (the
 client went away) sends ``response.cancel``. The model is conversational, so the words it
