@@ -21,6 +21,8 @@ from tests.harness import (
     running_server,
 )
 from tests.utterances import eventually, piper_16k
+from wyoming_openai.errors import BridgeError, ErrorCode
+from wyoming_openai.fallback import LocalHold
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.fallback import FallbackSttEngine
 from wyoming_openai.tts.fallback import FallbackTtsEngine
@@ -232,3 +234,21 @@ async def test_auto_mode_keeps_realtime_speech_warm_from_the_move(fake: FakeOpen
     assert spare.spoken == ["Good night."]  # no session opened for the request itself
     assert len(speech_sessions(fake)) == 2
     assert spare.connected_at < configured_at(spare) < requested_at
+
+
+def test_a_pool_that_connects_again_ends_only_the_outage_it_saw() -> None:
+    """The pool's success ends an outage the pool marked; one a request tripped (e.g. the
+    service connects but never answers after the commit) is held for its time, or every
+    command of that outage would wait for OpenAI's deadline again."""
+    down = BridgeError(ErrorCode.UPSTREAM_UNAVAILABLE, "transcription failed: cannot reach")
+    hold = LocalHold("transcription", 30.0)
+    hold.mark_out(down)
+    assert hold.covering and hold.current() is not None
+    hold.mark_up()
+    assert not hold.covering and hold.current() is None
+    hold.trip(down)
+    hold.mark_up()
+    assert hold.covering
+    off = LocalHold("transcription", 0.0)  # fallback_retry_after 0: OpenAI first, always
+    off.mark_out(down)
+    assert off.current() is None

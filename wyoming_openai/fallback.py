@@ -49,6 +49,7 @@ class LocalHold:
         self._what = what
         self._hold = hold_seconds
         self._outage: Outage | None = None
+        self._marked = False  # the outage was recorded by mark_out (cleared by mark_up)
 
     def current(self) -> Outage | None:
         """The outage the local engine is still covering, or ``None``: try OpenAI."""
@@ -80,6 +81,7 @@ class LocalHold:
         """
         if self._hold > 0:
             self._outage = Outage(cause, time.monotonic())
+            self._marked = False
 
     # Told by the warm-session pool (``warm.Health``): what it learns before a request.
 
@@ -98,9 +100,16 @@ class LocalHold:
                 cause,
             )
         self._outage = Outage(cause, time.monotonic())
+        self._marked = True
 
     def mark_up(self) -> None:
-        """OpenAI opened and configured a session again: the next request tries OpenAI."""
+        """OpenAI opened and configured a session again: if the outage was one
+        :meth:`mark_out` recorded, the next request tries OpenAI. An outage a request
+        tripped (:meth:`trip`) is held for its time: a service that connects may still
+        fail requests (e.g. never answer after the commit)."""
+        if not self._marked:
+            return
+        self._marked = False
         outage, self._outage = self._outage, None
         if outage is not None and outage.age() < self._hold:
             _LOGGER.info("OpenAI %s answers again: trying it for the next request", self._what)
