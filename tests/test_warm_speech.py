@@ -252,3 +252,26 @@ def test_a_pool_that_connects_again_ends_only_the_outage_it_saw() -> None:
     off = LocalHold("transcription", 0.0)  # fallback_retry_after 0: OpenAI first, always
     off.mark_out(down)
     assert off.current() is None
+
+
+@pytest.mark.slow  # Piper answers (real model)
+async def test_the_transcription_pool_tells_speech_over_http_too(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Speech through ``/v1/audio/speech`` has no pool of its own: when the transcription
+    pool cannot connect, the next reply is spoken by Piper at once, not after a try."""
+    fake.reject_connections = True
+    settings = make_settings(
+        fake.base_url, "--fallback", "local", "--stt-warm-sessions", "1", "--tts-mode", "speech"
+    )
+    async with running_server(settings) as server:
+        assert server.port is not None
+        tts = server.engines.tts
+        assert isinstance(tts, FallbackTtsEngine)
+        await eventually(lambda: tts.standing_in, READ_TIMEOUT)
+        with caplog.at_level(logging.WARNING):
+            reply = await ha_synthesize(server.port, "The lights are on.")
+    messages = [r.getMessage() for r in caplog.records]
+    assert reply.error is None and reply.audio
+    assert any(m.startswith("Piper speaks this piece") for m in messages)
+    assert not any(m.startswith("OpenAI speech failed") for m in messages)  # not tried first

@@ -10,7 +10,8 @@ engines built here, shared by all its connections:
   realtime); or Piper on its own;
 - with ``fallback: local``, each OpenAI engine wrapped so that its local twin answers
   during an outage; the realtime engines' warm-session pools tell that wrapper's
-  :class:`LocalHold` when OpenAI cannot be reached, so the next request goes local at once.
+  :class:`LocalHold` when OpenAI cannot be reached, so the next request goes local at once
+  (the transcription pool tells speech too, unless speech has its own realtime pool).
 
 What serves is decided by :func:`wyoming_openai.plan.plan_engines`.
 """
@@ -24,6 +25,7 @@ from urllib.parse import urlparse
 from openai import AsyncOpenAI
 
 from .config import Settings
+from .errors import BridgeError
 from .fallback import LocalHold
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
@@ -105,7 +107,12 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
     hold = settings.fallback_retry_after
     stt_hold = LocalHold("transcription", hold) if plan.fallback else None
     tts_hold = LocalHold("speech", hold) if plan.fallback else None
-    stt = _openai_stt(client, settings, stt_hold)
+    stt_health: Health | None = stt_hold
+    if stt_hold is not None and tts_hold is not None and settings.tts.mode != "realtime":
+        # Speech over HTTP has no pool of its own: the transcription pool, on the same
+        # service, tells it too, so a reply during an outage does not wait for a connect.
+        stt_health = _Holds(stt_hold, tts_hold)
+    stt = _openai_stt(client, settings, stt_health)
     tts = _openai_tts(client, settings, tts_hold)
     if stt_hold is not None and tts_hold is not None:
         stt = FallbackSttEngine(stt, LocalWhisperEngine(settings.local, settings.stt), stt_hold)
@@ -113,6 +120,21 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
             tts, PiperTtsEngine(settings.local, output_format=tts.output_format), tts_hold
         )
     return Engines(plan, stt, tts, client)
+
+
+class _Holds:
+    """A warm pool's health told to several holds (:class:`~wyoming_openai.warm.Health`)."""
+
+    def __init__(self, *holds: LocalHold) -> None:
+        self._holds = holds
+
+    def mark_out(self, cause: BridgeError) -> None:
+        for hold in self._holds:
+            hold.mark_out(cause)
+
+    def mark_up(self) -> None:
+        for hold in self._holds:
+            hold.mark_up()
 
 
 def _retry(settings: Settings) -> RetryPolicy:
