@@ -204,3 +204,4 @@ async def _outage_row(table: Any, fake: FakeOpenAI, server: Any, runs: int, hang
         fake.hang = fake.reject_connections = False
     kind = "hangs" if hang else "refuses"
     table.add(f"OpenAI {kind}, seen by the pool: next command audio-stop -> transcript", waits)
+    table.one("  the first command of the outage", waits[0], "ms")
