@@ -77,6 +77,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
+from benchmarks import warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from benchmarks.http_speech import http_speech  # noqa: E402
 from tests import speech  # noqa: E402
@@ -737,7 +738,9 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web,http"
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -796,6 +799,8 @@ async def main() -> None:
         if "http" not in skip:
             speech_rows = partial(http_speech, table, fake, runs=args.runs)
             await with_server(fake, args, {}, speech_rows, web=True)
+        if "warm" not in skip:
+            await warm_speech.section(table, fake, args.server_root, args.runs)
     finally:
         await fake.stop()
 

@@ -221,6 +221,16 @@ class TtsSettings(_Section):
             "from the text by more than this word error rate (0 to 1)."
         ),
     )
+    warm_voices: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Realtime speech: voices whose configured session is kept open ahead of "
+            "requests (the default voice from start-up, then each voice used), least "
+            "recently used closed first."
+        ),
+    )
     realtime_move: bool | None = Field(
         None,
         description=(

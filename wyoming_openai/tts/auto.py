@@ -4,7 +4,8 @@ OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at t
 Realtime API instead (openai-python 3.57 ``resources/audio/speech.py``). ``auto`` (the default)
 keeps ``/v1/audio/speech`` while the configured speech model is served and, the first
 time OpenAI answers that it is retired or unknown, speaks that same request through a
-realtime session and stays there for the life of the process. OpenAI-compatible servers
+realtime session and stays there for the life of the process, keeping realtime sessions
+warm from then on. OpenAI-compatible servers
 (any other base URL) keep ``/v1/audio/speech``: they never retire OpenAI's models and
 mostly have no realtime endpoint.
 """
@@ -87,6 +88,7 @@ class AutoTtsEngine(TtsEngine):
         if self._moved:
             return
         self._moved = True
+        self._realtime.keep_warm()
         _LOGGER.warning(
             "Speech model %s is retired or unknown to the service (%s); speaking through the "
             "realtime model %s from now on",

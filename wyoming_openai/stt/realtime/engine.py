@@ -36,6 +36,7 @@ from ...catalogue import DEFAULT_MODELS
 from ...config import SttSettings
 from ...errors import BridgeError, ErrorCode
 from ...retry import RetryPolicy
+from ...warm import Health
 from ..base import TranscribeRequest
 from ..openai_base import OpenAISttEngine
 from .pool import WARM_RENEW_MARGIN, WarmSessions
@@ -62,6 +63,8 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: seconds from ``audio-stop`` to the transcript, retries included.
         retry: back-off between attempts.
         warm_renew_margin: seconds before expiry a warm session is replaced.
+        health: told when warm sessions cannot be opened (an outage) and when they can
+            again (``fallback.LocalHold``).
     """
 
     input_format = PCM_24K_MONO
@@ -75,13 +78,14 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: float,
         retry: RetryPolicy | None = None,
         warm_renew_margin: float = WARM_RENEW_MARGIN,
+        health: Health | None = None,
     ) -> None:
         super().__init__(client, settings, retry)
         self.connect_timeout = connect_timeout
         self.result_timeout = result_timeout
         self.speculative_commit = settings.speculative_commit
         """Whether sessions commit at the end of speech a local detector hears."""
-        self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin)
+        self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin, health)
         self._closing: set[asyncio.Task[None]] = set()
         self._preload: asyncio.Task[Any] | None = None
 
@@ -146,7 +150,7 @@ class RealtimeSttEngine(OpenAISttEngine):
         warm = await self.warm.take()
         if warm is not None:
             try:
-                await self._configure(warm.connection, request, warm.config)
+                await self._configure(warm.connection, request, warm.session)
                 return warm.connection
             except BaseException:
                 with contextlib.suppress(Exception):
