@@ -52,7 +52,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .errors import BridgeError
+from .errors import ErrorCode
 
 Face = Literal["wyoming", "websocket", "http"]
 """The door a request came through."""
@@ -157,9 +157,9 @@ def spoke(face: Face, fallback: bool = False) -> None:
     REQUESTS.labels(face=face, kind="tts", outcome="fallback" if fallback else "ok").inc()
 
 
-def failed(face: Face, kind: Kind, error: BridgeError) -> None:
-    """A request ended with ``error`` sent to the client (outcome: its code)."""
-    REQUESTS.labels(face=face, kind=kind, outcome=error.code.value).inc()
+def failed(face: Face, kind: Kind, code: ErrorCode) -> None:
+    """A request ended with an error sent to the client (outcome: its ``code``)."""
+    REQUESTS.labels(face=face, kind=kind, outcome=code.value).inc()
 
 
 def retried(kind: Kind) -> None:

@@ -199,6 +199,7 @@ class WebFace:
             )
         except BridgeError as err:
             _LOGGER.info("Speech request refused: %s", err)
+            metrics.failed("http", "tts", err.code)
             return error_response(err)
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:

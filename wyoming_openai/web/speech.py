@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import metrics
 from ..audio import PCM_24K_MONO
 from ..errors import BridgeError, ErrorCode
 from ..resample import AudioConverter
@@ -90,16 +91,18 @@ async def stream_speech(
             if not response.prepared:
                 response.enable_chunked_encoding()
                 await response.prepare(request)
+                metrics.first_audio("http", pipeline.started_at)
             if pcm:
                 await response.write(pcm)
         if converter is not None:
             rest = converter.flush()
             if rest and response.prepared:
                 await response.write(rest)
-    except BridgeError:
+    except BridgeError as err:
         if not response.prepared:
             raise
         _LOGGER.warning("Speech failed after some audio; cutting the response off")
+        metrics.failed("http", "tts", err.code)
         if request.transport is not None:
             request.transport.abort()
         return response
@@ -114,4 +117,5 @@ async def stream_speech(
         await response.prepare(request)
     with contextlib.suppress(ConnectionError):  # hung up as the body ended
         await response.write_eof()
+    metrics.spoke("http", pipeline.fallback)
     return response
