@@ -24,6 +24,7 @@ from openai import AsyncOpenAI
 
 from .config import Settings
 from .fallback import LocalHold
+from .metrics import Kind
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
 from .retry import RetryPolicy
@@ -115,20 +116,20 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
     return Engines(plan, stt, tts, client)
 
 
-def _retry(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(max_retries=settings.openai.max_retries)
+def _retry(settings: Settings, kind: Kind) -> RetryPolicy:
+    return RetryPolicy(max_retries=settings.openai.max_retries, kind=kind)
 
 
 def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
     """The OpenAI engine ``stt.mode`` asks for."""
     if settings.stt.mode == "http":
-        return HttpSttEngine(client, settings.stt, _retry(settings))
+        return HttpSttEngine(client, settings.stt, _retry(settings, "stt"))
     return RealtimeSttEngine(
         client,
         settings.stt,
         connect_timeout=settings.openai.connect_timeout,
         result_timeout=settings.openai.timeout,
-        retry=_retry(settings),
+        retry=_retry(settings, "stt"),
     )
 
 
@@ -141,7 +142,7 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
     ``/v1/audio/speech`` engine alone.
     """
     tts = settings.tts
-    speech = OpenAISpeechEngine(client, tts, _retry(settings))
+    speech = OpenAISpeechEngine(client, tts, _retry(settings, "tts"))
     if tts.mode == "speech":
         return speech
     realtime = RealtimeSpeechEngine(

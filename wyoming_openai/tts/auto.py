@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from .. import metrics
 from ..errors import BridgeError
 from .base import TtsEngine, VoiceInfo
 from .openai_speech import OpenAISpeechEngine
@@ -85,6 +86,7 @@ class AutoTtsEngine(TtsEngine):
         if self._moved:
             return
         self._moved = True
+        metrics.model_moved("tts", self._speech_model, self._realtime.model)
         _LOGGER.warning(
             "Speech model %s is retired or unknown to the service (%s); speaking through the "
             "realtime model %s from now on",

@@ -11,8 +11,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics, upstream
 from ... import realtime_wire as wire
-from ... import upstream
 from ..base import TranscribeRequest
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ class WarmSessions:
                 self._ready.remove(warm)
                 if warm.alive:
                     _LOGGER.debug("Renewing a warm transcription session before it expires")
+                    metrics.renewed("stt")
                     if warm.watcher is not None:
                         warm.watcher.cancel()
                     self._close_later(warm)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics
 from ... import realtime_wire as wire
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class SpeechSessions:
                 if session.age < self._max_session_age:
                     return session
                 _LOGGER.debug("Renewing a realtime session after %.0f s", session.age)
+                metrics.renewed("tts")
                 self.discard(session)
             remaining = deadline - time.monotonic()
             if not self._settling.get(voice) or remaining <= 0:
