@@ -261,6 +261,20 @@ async def test_a_retired_speech_model_counts_one_move_to_realtime_sessions(
     assert open_sessions("tts") == open_before
 
 
+async def test_a_retired_transcription_model_counts_one_move(hears: FakeOpenAI) -> None:
+    hears.retired_models = {"whisper-1"}
+    settings = settings_with(hears, "--stt-mode", "http", "--stt-model", "whisper-1")
+    async with web_face(settings) as (port, face):
+        before = await scrape(face)
+        first = await ha_transcribe(port, tone(300, 0.5, 16000))
+        second = await ha_transcribe(port, tone(300, 0.5, 16000))
+        name, labels = requests("wyoming", "stt", "ok")
+        after = await scrape_until(face, grew(before, name, 2, **labels))
+    assert first.transcript == second.transcript == TRANSCRIPT
+    move = {"kind": "stt", "retired": "whisper-1", "successor": "gpt-transcribe"}
+    assert delta(before, after, "wyoming_openai_model_moves_total", **move) == 1
+
+
 async def test_warm_sessions_are_counted_open_renewed_and_closed(fake: FakeOpenAI) -> None:
     fake.session_expires_in = 2.0  # the bridge renews each warm session after about 1.5 s
     settings = settings_with(fake, "--stt-warm-sessions", "1")
