@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from .. import metrics
 from ..errors import BridgeError
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 from .openai_speech import OpenAISpeechEngine
 from .realtime import RealtimeSpeechEngine
 
@@ -63,11 +63,13 @@ class AutoTtsEngine(TtsEngine):
     def substitute_voice(self, name: str) -> str | None:
         return self.active.substitute_voice(name)
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         if not self._moved:
             yielded = False
             try:
-                async for chunk in self._speech.synthesize(text, voice):
+                async for chunk in self._speech.synthesize(text, voice, options):
                     yielded = True
                     yield chunk
                 return
@@ -75,7 +77,7 @@ class AutoTtsEngine(TtsEngine):
                 if yielded or not err.model_retired:
                     raise
                 self._move(err)
-        async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice)):
+        async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice), options):
             yield chunk
 
     async def aclose(self) -> None:

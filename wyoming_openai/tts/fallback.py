@@ -13,7 +13,7 @@ synthesis pipeline asks for it:
   inside the text is unknown, so speaking the piece again would repeat words and speaking
   "the rest" would guess; an error would fail the whole reply in Home Assistant. The
   listener loses the tail of one sentence; the client never hangs and never hears a word
-  twice.
+  twice. Unless the request asks for ``SpeechOptions.whole`` (a file): then it fails.
 - Any other failure (refused key, unknown model, bad request) is reported as an error.
 
 Each fallback is logged once, with its cause. After one, the next pieces go straight to
@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 
 from ..errors import BridgeError
 from ..fallback import LocalHold
-from .base import FallbackAudio, TtsEngine, VoiceInfo
+from .base import FallbackAudio, SpeechOptions, TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
 _LOGGER = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ class FallbackTtsEngine(TtsEngine):
         await self.primary.prepare()
         await self.local.prepare()
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         """OpenAI's audio of ``text``, else Piper's (see the module docstring).
 
         Raises:
@@ -108,7 +110,7 @@ class FallbackTtsEngine(TtsEngine):
         if outage is None:
             sent_bytes = 0
             try:
-                async with _closing(self.primary.synthesize(text, voice)) as audio:
+                async with _closing(self.primary.synthesize(text, voice, options)) as audio:
                     async for pcm in audio:
                         sent_bytes += len(pcm)
                         yield pcm
@@ -118,6 +120,8 @@ class FallbackTtsEngine(TtsEngine):
                     raise
                 cause = err
             self._hold.trip(cause)
+            if sent_bytes and options is not None and options.whole:
+                raise cause
             if sent_bytes:
                 _LOGGER.warning(
                     "OpenAI speech failed after %.0f ms of a piece's audio (%s): the rest of "
@@ -141,7 +145,8 @@ class FallbackTtsEngine(TtsEngine):
                 self._hold.remaining(outage),
             )
         try:
-            async with _closing(self.local.synthesize(text, self.local.default_voice())) as audio:
+            local = self.local.synthesize(text, self.local.default_voice(), options)
+            async with _closing(local) as audio:
                 async for pcm in audio:
                     yield FallbackAudio(pcm)
         except BridgeError as local_err:

@@ -17,7 +17,7 @@ from .. import upstream
 from ..audio import PCM_24K_MONO
 from ..config import TtsSettings
 from ..retry import RetryPolicy
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -58,19 +58,25 @@ class OpenAISpeechEngine(TtsEngine):
     def default_voice(self) -> str:
         return self._settings.voice
 
-    def request_params(self, text: str, voice: str) -> dict[str, Any]:
-        """The JSON body of ``/v1/audio/speech`` for ``text`` spoken by ``voice``."""
+    def request_params(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> dict[str, Any]:
+        """The JSON body of ``/v1/audio/speech`` for ``text`` spoken by ``voice``; the
+        ``speed`` and ``instructions`` of ``options`` replace the settings'."""
         settings = self._settings
+        options = options or SpeechOptions()
+        speed = settings.speed if options.speed is None else options.speed
+        instructions = options.instructions or settings.instructions
         params: dict[str, Any] = {
             "model": settings.model,
             "voice": voice,
             "input": text,
             "response_format": "pcm",
         }
-        if settings.speed != 1.0:
-            params["speed"] = settings.speed
-        if settings.instructions and settings.model not in NO_INSTRUCTIONS_MODELS:
-            params["instructions"] = settings.instructions
+        if speed != 1.0:
+            params["speed"] = speed
+        if instructions and settings.model not in NO_INSTRUCTIONS_MODELS:
+            params["instructions"] = instructions
         return params
 
     async def _open(self, params: dict[str, Any]) -> tuple[Any, Any]:
@@ -86,10 +92,12 @@ class OpenAISpeechEngine(TtsEngine):
         except Exception as exc:
             raise upstream.from_exception(exc, "speech synthesis") from exc
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         frame = self.output_format.frame_bytes
         carry = b""
-        params = self.request_params(text, voice)
+        params = self.request_params(text, voice, options)
         # Retried (429 rate limit, 5xx, network) only until the response starts: audio
         # already passed on cannot be taken back.
         manager, response = await self._retry.run(

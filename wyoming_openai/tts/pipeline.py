@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..errors import BridgeError, ErrorCode
-from .base import FallbackAudio, TtsEngine
+from .base import FallbackAudio, SpeechOptions, TtsEngine
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,11 +43,19 @@ class SynthesisPipeline:
         engine: the TTS engine.
         voice: voice name for every piece.
         lookahead: most pieces synthesized at once (the one playing included).
+        options: how every piece is spoken (None: the engine's settings).
     """
 
-    def __init__(self, engine: TtsEngine, voice: str, lookahead: int) -> None:
+    def __init__(
+        self,
+        engine: TtsEngine,
+        voice: str,
+        lookahead: int,
+        options: SpeechOptions | None = None,
+    ) -> None:
         self._engine = engine
         self._voice = voice
+        self._options = options
         self._slots = asyncio.Semaphore(lookahead)
         self._order: asyncio.Queue[Piece | None] = asyncio.Queue()
         self._pieces: list[Piece] = []
@@ -117,7 +125,13 @@ class SynthesisPipeline:
     async def _produce(self, piece: Piece) -> None:
         async with self._slots:
             try:
-                async for chunk in self._engine.synthesize(piece.text, self._voice):
+                # Engines written before options (and test doubles) take two arguments.
+                audio = (
+                    self._engine.synthesize(piece.text, self._voice)
+                    if self._options is None
+                    else self._engine.synthesize(piece.text, self._voice, self._options)
+                )
+                async for chunk in audio:
                     piece.audio.put_nowait(chunk)
             except BridgeError as err:
                 piece.audio.put_nowait(err)

@@ -180,7 +180,7 @@ class WebFace:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
-            self._gate.check_http(request)  # Prometheus sends it: scrape config bearer_token
+            self._gate.check_http(request)  # Prometheus sends it (scrape config: authorization)
         except BridgeError as err:
             return error_response(err)
         body, content_type = await asyncio.to_thread(metrics.exposition)
@@ -193,9 +193,9 @@ class WebFace:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError):
                 raise BridgeError(ErrorCode.BAD_REQUEST, "the body must be JSON") from None
-            text, voice = parse_request(body, self._settings.limits.max_text_chars)
+            speech = parse_request(body, self._settings.limits.max_text_chars)
             return await stream_speech(
-                request, self._engines.tts, text, voice, self._settings.tts.lookahead
+                request, self._engines.tts, speech, self._settings.tts.lookahead
             )
         except BridgeError as err:
             _LOGGER.info("Speech request refused: %s", err)

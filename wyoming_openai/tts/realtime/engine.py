@@ -48,7 +48,7 @@ from ...audio import PCM_24K_MONO, REALTIME_PCM_RATE
 from ...catalogue import OPENAI_VOICES
 from ...config import TtsSettings
 from ...errors import BridgeError, ErrorCode
-from ..base import TtsEngine, VoiceInfo
+from ..base import SpeechOptions, TtsEngine, VoiceInfo
 from .fidelity import check_fidelity
 from .pool import SpeechSession, SpeechSessions
 
@@ -270,7 +270,12 @@ class RealtimeSpeechEngine(TtsEngine):
             "audio": {"input": {"turn_detection": None}, "output": output},
         }
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
+        """``options`` are not applied: a session's speed and instructions are set once,
+        by ``session.update``, for every response it gives (``tts.speed``)."""
+        del options
         frame = self.output_format.frame_bytes
         yielded = False
         for attempt in range(2):
