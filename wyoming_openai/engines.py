@@ -27,6 +27,7 @@ from openai import AsyncOpenAI
 from .config import Settings
 from .errors import BridgeError
 from .fallback import LocalHold
+from .metrics import Kind
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
 from .retry import RetryPolicy
@@ -137,20 +138,20 @@ class _Holds:
             hold.mark_up()
 
 
-def _retry(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(max_retries=settings.openai.max_retries)
+def _retry(settings: Settings, kind: Kind) -> RetryPolicy:
+    return RetryPolicy(max_retries=settings.openai.max_retries, kind=kind)
 
 
 def _openai_stt(client: AsyncOpenAI, settings: Settings, health: Health | None) -> SttEngine:
     """The OpenAI engine ``stt.mode`` asks for; ``health`` hears from its warm sessions."""
     if settings.stt.mode == "http":
-        return HttpSttEngine(client, settings.stt, _retry(settings))
+        return HttpSttEngine(client, settings.stt, _retry(settings, "stt"))
     return RealtimeSttEngine(
         client,
         settings.stt,
         connect_timeout=settings.openai.connect_timeout,
         result_timeout=settings.openai.timeout,
-        retry=_retry(settings),
+        retry=_retry(settings, "stt"),
         health=health,
     )
 
@@ -165,7 +166,7 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings, health: Health | None) 
     ``/v1/audio/speech`` engine alone.
     """
     tts = settings.tts
-    speech = OpenAISpeechEngine(client, tts, _retry(settings))
+    speech = OpenAISpeechEngine(client, tts, _retry(settings, "tts"))
     if tts.mode == "speech":
         return speech
     realtime = RealtimeSpeechEngine(
@@ -173,7 +174,7 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings, health: Health | None) 
         tts,
         connect_timeout=settings.openai.connect_timeout,
         response_timeout=settings.openai.timeout,
-        retry=_retry(settings),
+        retry=_retry(settings, "tts"),
         health=health,
     )
     if tts.mode == "realtime":

@@ -35,8 +35,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from . import metrics, upstream
 from . import realtime_wire as wire
-from . import upstream
 from .errors import BridgeError
 from .retry import RetryPolicy
 
@@ -102,6 +102,7 @@ class WarmPool(Generic[K, S]):
 
     Args:
         what: the sessions' job, for the log (``"transcription"``, ``"speech"``).
+        kind: the sessions' kind in the metrics (``"stt"``, ``"tts"``).
         open_session: opens and configures one session for a key.
         spares: sessions kept ready per key in use (0: none are opened ahead).
         max_keys: keys kept warm, least recently used closed first.
@@ -120,6 +121,7 @@ class WarmPool(Generic[K, S]):
         what: str,
         open_session: Callable[[K], Awaitable[Opened[S]]],
         *,
+        kind: metrics.Kind,
         spares: int,
         max_keys: int = 1,
         reusable: bool = False,
@@ -131,6 +133,7 @@ class WarmPool(Generic[K, S]):
         health: Health | None = None,
     ) -> None:
         self._what = what
+        self._kind: metrics.Kind = kind
         self._open_session = open_session
         self.spares = spares
         self.max_keys = max_keys
@@ -321,6 +324,7 @@ class WarmPool(Generic[K, S]):
                     idle.remove(warm)
                     if warm.alive:
                         _LOGGER.debug("Renewing a warm %s session before it expires", self._what)
+                        metrics.renewed(self._kind)
                     self._retire(warm)
             wanted = self._wanted()
             if wanted is not None:

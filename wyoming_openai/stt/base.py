@@ -50,10 +50,12 @@ class TranscriptDelta:
 
 @dataclass(frozen=True)
 class TranscriptFinal:
-    """The whole transcript of the utterance (``""`` when nothing was said)."""
+    """The whole transcript of the utterance (``""`` when nothing was said); ``fallback``:
+    the local engine made it in OpenAI's place (:mod:`wyoming_openai.stt.fallback`)."""
 
     text: str
     language: str | None = None
+    fallback: bool = False
 
 
 TranscriptEvent = TranscriptDelta | TranscriptFinal

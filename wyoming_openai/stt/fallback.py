@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
@@ -29,6 +30,7 @@ from .base import (
     TranscribeRequest,
     TranscriptDelta,
     TranscriptEvent,
+    TranscriptFinal,
 )
 from .local_whisper import LocalWhisperEngine
 
@@ -84,7 +86,7 @@ class FallbackSttEngine(SttEngine):
                 outage.cause,
                 self._hold.remaining(outage),
             )
-            return self.local.open(request, source=self.input_format)
+            return StandInSession(self.local.open(request, source=self.input_format))
         return FallbackSttSession(
             self.primary.open(request),
             lambda: self.local.open(request, source=self.input_format),
@@ -179,7 +181,7 @@ class FallbackSttSession(SttSession):
             async for event in local.results():
                 if self._sent_deltas and isinstance(event, TranscriptDelta):
                     continue  # OpenAI's deltas were passed on; only the final text follows
-                yield event
+                yield _marked(event)
         except BridgeError as local_err:
             _LOGGER.warning("Local transcription failed too: %s", local_err)
             raise cause from local_err
@@ -188,3 +190,33 @@ class FallbackSttSession(SttSession):
         await self._primary.aclose()
         if self._local is not None:
             await self._local.aclose()
+
+
+def _marked(event: TranscriptEvent) -> TranscriptEvent:
+    """``event``, its final marked as the fallback's (``TranscriptFinal.fallback``)."""
+    return replace(event, fallback=True) if isinstance(event, TranscriptFinal) else event
+
+
+class StandInSession(SttSession):
+    """A local session answering while OpenAI is held off (:class:`LocalHold`): the
+    local session itself, its final marked as the fallback's."""
+
+    def __init__(self, local: SttSession) -> None:
+        self._local = local
+
+    def send_audio(self, pcm: bytes) -> None:
+        self._local.send_audio(pcm)
+
+    def finish(self) -> None:
+        self._local.finish()
+
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        return self._local.speech_detector
+
+    async def results(self) -> AsyncIterator[TranscriptEvent]:
+        async for event in self._local.results():
+            yield _marked(event)
+
+    async def aclose(self) -> None:
+        await self._local.aclose()

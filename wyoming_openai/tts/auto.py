@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from .. import metrics
 from ..errors import BridgeError
 from .base import SpeechOptions, TtsEngine, VoiceInfo
 from .openai_speech import OpenAISpeechEngine
@@ -89,6 +90,7 @@ class AutoTtsEngine(TtsEngine):
             return
         self._moved = True
         self._realtime.keep_warm()
+        metrics.model_moved("tts", self._speech_model, self._realtime.model)
         _LOGGER.warning(
             "Speech model %s is retired or unknown to the service (%s); speaking through the "
             "realtime model %s from now on",

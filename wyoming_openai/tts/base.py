@@ -10,6 +10,11 @@ from ..audio import AudioFormat
 from ..errors import BridgeError, ErrorCode
 
 
+class FallbackAudio(bytes):
+    """PCM the local engine spoke in OpenAI's place (:mod:`wyoming_openai.tts.fallback`
+    yields it), so a face can tell the client was answered by the fallback."""
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     """A voice as advertised in Info: ``name`` (what clients send), description, languages."""

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 
 from ..errors import BridgeError
 from ..fallback import LocalHold
-from .base import SpeechOptions, TtsEngine, VoiceInfo
+from .base import FallbackAudio, SpeechOptions, TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
 _LOGGER = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class FallbackTtsEngine(TtsEngine):
             local = self.local.synthesize(text, self.local.default_voice(), options)
             async with _closing(local) as audio:
                 async for pcm in audio:
-                    yield pcm
+                    yield FallbackAudio(pcm)
         except BridgeError as local_err:
             if cause is None:  # OpenAI was not tried: the local failure is the answer
                 raise

@@ -46,7 +46,7 @@ class OpenAISpeechEngine(TtsEngine):
     ) -> None:
         self._client = client
         self._settings = settings
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or RetryPolicy(kind="tts")
 
     def voices(self) -> list[VoiceInfo]:
         languages = tuple(self._settings.languages)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..errors import BridgeError, ErrorCode
-from .base import SpeechOptions, TtsEngine
+from .base import FallbackAudio, SpeechOptions, TtsEngine
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class SynthesisPipeline:
         self._order: asyncio.Queue[Piece | None] = asyncio.Queue()
         self._pieces: list[Piece] = []
         self._closed = False
+        self.started_at: float | None = None
+        """When the first piece was added (``time.monotonic()``), or None."""
+        self.fallback = False
+        """Whether some audio given out was the local engine's (``FallbackAudio``)."""
 
     def add(self, text: str) -> Piece | None:
         """Start synthesizing ``text`` (as soon as a slot is free); its audio plays after
@@ -69,6 +74,7 @@ class SynthesisPipeline:
         if not text:
             return None
         piece = Piece(text)
+        self.started_at = self.started_at or time.monotonic()
         piece.task = asyncio.create_task(self._produce(piece), name="tts-piece")
         self._pieces.append(piece)
         self._order.put_nowait(piece)
@@ -105,6 +111,7 @@ class SynthesisPipeline:
                 if isinstance(item, BridgeError):
                     raise item
                 piece.playing = True
+                self.fallback = self.fallback or isinstance(item, FallbackAudio)
                 yield item
 
     async def aclose(self) -> None:

@@ -6,6 +6,9 @@ served by the engines :func:`~wyoming_openai.engines.build_engines` built, so th
 fallback, warm sessions, speculative commit, model moves and redaction apply as on the
 Wyoming side. HTTP errors have OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}`` (API reference, Error codes), with the status OpenAI would use.
+
+``GET /metrics``: the Prometheus text format (:mod:`wyoming_openai.metrics`), behind the
+token as the API routes are (Prometheus sends it: ``authorization`` in a scrape config).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
+from .. import metrics
 from ..audio import AudioFormat
 from ..config import Settings
 from ..endpointing import EarlyEnd
@@ -131,6 +135,7 @@ class WebFace:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/v1/transcriptions", self._transcriptions)
         app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_get("/metrics", self._metrics)
         web_settings = self._settings.web
         context = None
         if web_settings.certfile is not None and web_settings.keyfile is not None:
@@ -173,6 +178,14 @@ class WebFace:
         status, body = health(self._engines, self.ready, self._gate.token_required)
         return web.json_response(body, status=status)
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            self._gate.check_http(request)  # Prometheus sends it (scrape config: authorization)
+        except BridgeError as err:
+            return error_response(err)
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         try:
             self._gate.check_http(request)
@@ -186,6 +199,7 @@ class WebFace:
             )
         except BridgeError as err:
             _LOGGER.info("Speech request refused: %s", err)
+            metrics.failed("http", "tts", err.code)
             return error_response(err)
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .. import metrics
 from ..audio import PCM_24K_MONO
 from ..catalogue import OPENAI_VOICES
 from ..errors import BridgeError, ErrorCode
@@ -237,6 +238,7 @@ async def stream_speech(
                 pcm = converter.convert(pcm)
             if not body.started:
                 await body.write(await opening)  # the container's header goes first
+                metrics.first_audio("http", pipeline.started_at)
             await body.write(await run(encoder.encode, pcm))
         if converter is not None:
             await body.write(await run(encoder.encode, converter.flush()))
@@ -244,10 +246,12 @@ async def stream_speech(
             await body.write(await opening)
         await body.write(await run(encoder.finish))
         await body.end()
-    except BridgeError:
+        metrics.spoke("http", pipeline.fallback)
+    except BridgeError as err:
         if not body.started:
             raise
         _LOGGER.warning("Speech failed after some audio; cutting the response off")
+        metrics.failed("http", "tts", err.code)
         if request.transport is not None:
             request.transport.abort()
     except ConnectionError:

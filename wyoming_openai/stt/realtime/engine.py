@@ -30,6 +30,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics
 from ... import realtime_wire as wire
 from ...audio import PCM_24K_MONO
 from ...catalogue import DEFAULT_MODELS
@@ -153,6 +154,7 @@ class RealtimeSttEngine(OpenAISttEngine):
                 await self._configure(warm.connection, request, warm.session)
                 return warm.connection
             except BaseException:
+                metrics.session_closed(warm.connection)
                 with contextlib.suppress(Exception):
                     await warm.connection.close()
                 raise
@@ -175,11 +177,13 @@ class RealtimeSttEngine(OpenAISttEngine):
         connection = await self._client.realtime.connect(
             extra_query={"intent": "transcription"}
         ).enter()
+        metrics.session_opened("stt", connection)
         try:
             created = await wire.expect(connection, "session.created", WHAT)
             await self._configure(connection, request, None)
             return connection, wire.expires_at(created)
         except BaseException:
+            metrics.session_closed(connection)
             with contextlib.suppress(Exception):
                 await connection.close()
             raise
@@ -213,3 +217,4 @@ class RealtimeSttEngine(OpenAISttEngine):
                         SUCCESSOR_MODEL,
                     )
                     self._model = SUCCESSOR_MODEL
+                    metrics.model_moved("stt", model, SUCCESSOR_MODEL)

@@ -48,6 +48,7 @@ class WarmSessions:
         self._pool: WarmPool[str, dict[str, Any]] = WarmPool(
             "transcription",
             self._open,
+            kind="stt",
             spares=size,
             connect_timeout=engine.connect_timeout,
             retry=engine.retry,

@@ -47,8 +47,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics, upstream
 from ... import realtime_wire as wire
-from ... import upstream
 from ...audio import PCM_24K_MONO, REALTIME_PCM_RATE
 from ...catalogue import OPENAI_VOICES
 from ...config import TtsSettings
@@ -394,6 +394,7 @@ class RealtimeSpeechEngine(TtsEngine):
         connection = await self._client.realtime.connect(
             model=self._settings.realtime_model
         ).enter()
+        metrics.session_opened("tts", connection)
         try:
             created = await wire.expect(connection, "session.created", WHAT)
             await connection.session.update(session=self.session_config(voice))

@@ -74,6 +74,7 @@ class SpeechSessions:
         self._pool: WarmPool[str, SpeechSession] = WarmPool(
             "speech",
             open_session,
+            kind="tts",
             spares=1,
             max_keys=max_voices,
             reusable=True,
