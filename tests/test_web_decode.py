@@ -21,7 +21,6 @@ from wyoming_openai.web.decode import (
     make_decoder,
 )
 
-
 TONE_HZ = 440.0
 TONE_LEVEL = 0.3  # of full scale
 
