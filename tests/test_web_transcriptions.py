@@ -225,6 +225,15 @@ async def test_a_stereo_44100_hz_file_is_mixed_down_and_resampled(fake: FakeOpen
     assert dominant_hz(bytes(session.audio)) == pytest.approx(440, abs=5)
 
 
+async def test_a_truncated_wav_is_transcribed_as_far_as_it_goes(fake: FakeOpenAI) -> None:
+    """A WAV cut off mid-sample (its header says more than there is): what is there counts."""
+    async with web_face(settings_with(fake)) as (_server, face):
+        result = await transcribe(face, TONE_WAV[: len(TONE_WAV) // 2 + 1])
+    assert result.text == FAKE_TRANSCRIPT
+    (session,) = fake.realtime_sessions
+    assert len(session.audio) / 48000 == pytest.approx(0.5, abs=0.01)
+
+
 # ------------------------------------------------------------------------------- errors
 
 

@@ -308,6 +308,11 @@ class _WebmOpusDecoder(AudioDecoder):
 
 # ------------------------------------------------------------------------ uploaded files
 
+PROBE_BYTES = "4096"
+"""FFmpeg's ``probesize`` when opening an upload: every container's header names its audio
+track's rate within it, and FFmpeg's default (5 MB) makes it read a whole WAV file before
+the first packet. A file whose rate is not found so is probed again with the default."""
+
 
 class AudioFile:
     """An uploaded audio file, opened for decoding. Blocking: use it in a worker thread.
@@ -325,11 +330,12 @@ class AudioFile:
     """
 
     def __init__(self, data: bytes) -> None:
-        try:
-            self._container = av.open(io.BytesIO(data), mode="r")
-        except (av.FFmpegError, ValueError) as err:
-            raise _undecodable(str(getattr(err, "strerror", None) or err)) from None
+        self._container = _open(data, {"probesize": PROBE_BYTES})
         streams = self._container.streams.audio
+        if not streams or not streams[0].codec_context.sample_rate:  # probe it all
+            self._container.close()
+            self._container = _open(data, {})
+            streams = self._container.streams.audio
         rate = streams[0].codec_context.sample_rate if streams else 0
         fmt = AudioFormat(rate=rate, width=2, channels=1)
         try:
@@ -350,6 +356,10 @@ class AudioFile:
         Raises:
             BridgeError: ``UNDECODABLE_AUDIO`` when the first packets do not decode.
         """
+        context = self._stream.codec_context
+        if context.name == "pcm_s16le" and context.layout.nb_channels == 1:
+            yield from self._packets(stop)  # already what is wanted: no decoding
+            return
         resampler = av.AudioResampler(format="s16", layout="mono", rate=self.source_format.rate)
         decoded = False
         try:
@@ -367,9 +377,31 @@ class AudioFile:
                 raise _undecodable(err.strerror or str(err)) from None
             _LOGGER.warning("Uploaded audio stops decoding (%s); keeping what came before", err)
 
+    def _packets(self, stop: Callable[[], bool]) -> Iterator[bytes]:
+        """The payloads of a mono PCM s16le track (a truncated file's odd last byte dropped)."""
+        odd = b""
+        try:
+            for packet in self._container.demux(self._stream):
+                if stop():
+                    return
+                data = odd + bytes(packet)
+                cut = len(data) & ~1
+                odd = data[cut:]
+                if cut:
+                    yield data[:cut]
+        except av.FFmpegError as err:
+            _LOGGER.warning("Uploaded audio stops decoding (%s); keeping what came before", err)
+
     def close(self) -> None:
         """Release FFmpeg's resources. Idempotent."""
         self._container.close()
+
+
+def _open(data: bytes, options: dict[str, str]) -> av.container.InputContainer:
+    try:
+        return av.open(io.BytesIO(data), mode="r", options=options)
+    except (av.FFmpegError, ValueError) as err:
+        raise _undecodable(str(getattr(err, "strerror", None) or err)) from None
 
 
 def _undecodable(reason: str) -> BridgeError:

@@ -43,7 +43,6 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from ..audio import AudioFormat
 from ..errors import BridgeError, ErrorCode
 from ..resample import AudioConverter
 from ..stt.base import SttEngine, SttSession, TranscribeRequest, TranscriptDelta
@@ -66,6 +65,11 @@ MAX_FIELD_BYTES = 16 * 1024
 
 MAX_KEYWORDS = 100
 """Most ``keywords[]`` entries."""
+
+FEED_MS = 200
+"""Decoded audio is handed to the session in pieces of this many milliseconds (decoding
+runs hundreds of times faster than real time: fewer, larger pieces cost the event loop
+less)."""
 
 _CHUNK_BYTES = 64 * 1024
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
@@ -215,47 +219,78 @@ def _form(file: bytes, fields: dict[str, list[str]]) -> TranscriptionForm:
 # ------------------------------------------------------------------------------ serving
 
 
-async def _feed(audio: AudioFile, session: SttSession, target: AudioFormat, max_ms: float) -> float:
-    """Decode ``audio`` in a worker thread and give its PCM, converted to ``target``, to
-    ``session`` as it comes; returns the audio's duration in seconds.
+class _Upload:
+    """One uploaded file decoded into one session of ``engine``, in a single worker-thread
+    job: the file is opened there, the session is opened (on the event loop) only once
+    the file has proved to hold audio, and the decoded PCM, converted to the engine's
+    input format, is given to it as it comes.
 
-    Raises:
-        BridgeError: ``UNDECODABLE_AUDIO``; ``UTTERANCE_TOO_LONG`` beyond ``max_ms``.
+    Attributes:
+        session: the session, once opened (always, after :meth:`run` returned).
     """
-    loop = asyncio.get_running_loop()
-    stopped = threading.Event()
-    source = audio.source_format
 
-    def send(pcm: bytes) -> None:  # on the event loop, in decoding order
-        if not stopped.is_set():
-            session.send_audio(pcm)
+    def __init__(self, engine: SttEngine, form: TranscriptionForm, max_ms: float) -> None:
+        self._engine = engine
+        self._form = form
+        self._max_ms = max_ms
+        self._loop = asyncio.get_running_loop()
+        self._stopped = threading.Event()
+        self.session: SttSession | None = None
 
-    def decode() -> int:  # in the worker thread
+    async def run(self) -> float:
+        """Decode and send it all; returns the audio's duration in seconds.
+
+        Raises:
+            BridgeError: ``UNDECODABLE_AUDIO`` (no session is opened);
+                ``UTTERANCE_TOO_LONG`` beyond ``max_ms``.
+        """
         try:
+            # The thread's callbacks are queued on the loop before its result, so the
+            # session is open and has all the audio when this returns.
+            return await asyncio.to_thread(self._decode)
+        finally:
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Stop decoding and close the session (idempotent)."""
+        self._stopped.set()
+        if self.session is not None:
+            await self.session.aclose()
+
+    def _open(self) -> None:  # on the event loop
+        if not self._stopped.is_set():
+            self.session = self._engine.open(self._form.request)
+
+    def _send(self, pcm: bytes) -> None:  # on the event loop, in decoding order
+        if self.session is not None and not self._stopped.is_set():
+            self.session.send_audio(pcm)
+
+    def _decode(self) -> float:  # in the worker thread
+        audio = AudioFile(self._form.file)
+        try:
+            self._loop.call_soon_threadsafe(self._open)
+            source, target = audio.source_format, self._engine.input_format
             converter = AudioConverter(source, target)
+            batch_bytes = target.bytes_for_ms(FEED_MS)
+            batch = bytearray()
             total = 0
-            for pcm in audio.pcm(stopped.is_set):
+            for pcm in audio.pcm(self._stopped.is_set):
                 total += len(pcm)
-                if source.duration_ms(total) > max_ms:
+                if source.duration_ms(total) > self._max_ms:
                     raise BridgeError(
                         ErrorCode.UTTERANCE_TOO_LONG,
-                        f"the audio is longer than {max_ms / 1000:g} seconds",
+                        f"the audio is longer than {self._max_ms / 1000:g} seconds",
                     )
-                if converted := converter.convert(pcm):
-                    loop.call_soon_threadsafe(send, converted)
-            if rest := converter.flush():
-                loop.call_soon_threadsafe(send, rest)
-            return total
+                batch += converter.convert(pcm)
+                if len(batch) >= batch_bytes:
+                    self._loop.call_soon_threadsafe(self._send, bytes(batch))
+                    batch.clear()
+            batch += converter.flush()
+            if batch:
+                self._loop.call_soon_threadsafe(self._send, bytes(batch))
+            return source.duration_ms(total) / 1000
         finally:
             audio.close()
-
-    try:
-        # The thread's sends are queued on the loop before its result, so they have all
-        # reached the session when this returns.
-        total = await asyncio.to_thread(decode)
-    finally:
-        stopped.set()
-    return source.duration_ms(total) / 1000
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -317,11 +352,12 @@ async def serve_transcription(
         BridgeError: before any answer: ``UNDECODABLE_AUDIO``, ``UTTERANCE_TOO_LONG``, or
             the engine's failure (upstream out and no fallback...).
     """
-    audio = await asyncio.to_thread(AudioFile, form.file)
-    session = engine.open(form.request)
+    upload = _Upload(engine, form, max_seconds * 1000)
     response: web.StreamResponse | None = None
     try:
-        duration = await _feed(audio, session, engine.input_format, max_seconds * 1000)
+        duration = await upload.run()
+        session = upload.session
+        assert session is not None  # opened before the first audio was decoded
         session.finish()
         text = ""
         language = form.request.language or default_language or ""
@@ -355,7 +391,7 @@ async def serve_transcription(
             return web.Response(text=body, content_type="text/plain")
         return web.json_response(body)
     finally:
-        await session.aclose()
+        await upload.aclose()
 
 
 async def _write_event(
