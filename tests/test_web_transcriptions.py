@@ -191,6 +191,18 @@ async def test_language_prompt_and_keywords_reach_the_engine(fake: FakeOpenAI, m
     assert "Wohnzimmer" in options["prompt"]
 
 
+async def test_a_file_alone_is_enough_as_curl_sends_it(fake: FakeOpenAI) -> None:
+    """``curl -F file=@hello.wav .../v1/audio/transcriptions``: no model, no format."""
+    async with web_face(settings_with(fake)) as (_server, face), aiohttp.ClientSession() as http:
+        form = aiohttp.FormData()
+        form.add_field("file", TONE_WAV, filename="hello.wav", content_type="audio/wav")
+        async with http.post(face.url + "v1/audio/transcriptions", data=form) as response:
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            body = await response.json()
+    assert body["text"] == FAKE_TRANSCRIPT
+
+
 async def test_any_model_name_is_served_by_the_configured_engine(fake: FakeOpenAI) -> None:
     settings = settings_with(fake, "--stt-mode", "http", "--stt-model", "gpt-4o-transcribe")
     async with web_face(settings) as (_server, face):
