@@ -66,10 +66,10 @@ MAX_FIELD_BYTES = 16 * 1024
 MAX_KEYWORDS = 100
 """Most ``keywords[]`` entries."""
 
-FEED_MS = 200
-"""Decoded audio is handed to the session in pieces of this many milliseconds (decoding
-runs hundreds of times faster than real time: fewer, larger pieces cost the event loop
-less)."""
+FEED_MS = 1000
+"""Decoded audio is handed to the session in pieces of this many milliseconds: decoding runs
+hundreds of times faster than real time, and each piece costs the event loop a wake-up and
+the realtime session an append (see ``benchmarks/README.md``, Upload pieces)."""
 
 _CHUNK_BYTES = 64 * 1024
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
