@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import API_KEY, READ_TIMEOUT, make_settings, running_web, with_token
-from tests.utterances import dominant_hz, piper_16k, tone, use_whisper
+from tests.utterances import dominant_hz, eventually, piper_16k, tone, use_whisper
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
@@ -244,6 +245,33 @@ async def test_a_truncated_wav_is_transcribed_as_far_as_it_goes(fake: FakeOpenAI
     assert result.text == FAKE_TRANSCRIPT
     (session,) = fake.realtime_sessions
     assert len(session.audio) / 48000 == pytest.approx(0.5, abs=0.01)
+
+
+async def test_a_client_hanging_up_releases_its_session_without_an_error(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.finalize_delay = 1.0  # OpenAI takes a while; the client does not wait
+    async with web_face(settings_with(fake)) as (_server, face):
+        async with aiohttp.ClientSession() as http:
+            form = aiohttp.FormData()
+            form.add_field("file", TONE_WAV, filename="hello.wav")
+            post = asyncio.ensure_future(http.post(face.url + "v1/audio/transcriptions", data=form))
+            session = await fake.wait_for_realtime_session()
+            await eventually(lambda: session.commits, READ_TIMEOUT)
+            post.cancel()  # gone before the answer
+            with contextlib.suppress(asyncio.CancelledError):
+                await post
+        await asyncio.wait_for(session.closed.wait(), READ_TIMEOUT)  # released upstream
+        fake.finalize_delay = 0.0
+        assert (await transcribe(face, TONE_WAV)).text == FAKE_TRANSCRIPT  # it goes on
+    problems = [
+        r
+        for r in caplog.records
+        if r.name.startswith(("wyoming_openai", "aiohttp"))
+        and (r.levelno >= logging.ERROR or r.exc_info)
+    ]
+    assert not problems, [r.getMessage() for r in problems]
 
 
 # ------------------------------------------------------------------------------- errors
