@@ -24,6 +24,7 @@ from tests.utterances import dominant_hz, eventually, piper_16k, tone, use_whisp
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.web import transcriptions
 from wyoming_openai.web.face import WebFace
 
 TEXT = "Turn on the kitchen lights."
@@ -224,6 +225,23 @@ async def test_every_upload_format_reaches_openai_as_the_same_audio(
     upstream = bytes(session.audio)
     assert len(upstream) / 48000 == pytest.approx(1.0, abs=0.1)  # codecs pad a little
     assert dominant_hz(upstream) == pytest.approx(440, abs=5)
+
+
+async def test_audio_handed_over_piece_by_piece_arrives_whole_and_in_order(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long file reaches the session as it decodes: here every packet is its own piece."""
+    monkeypatch.setattr(transcriptions, "FEED_INTERVAL_S", 0.0)
+    low, high = tone(440, 1.0, 16000), tone(880, 1.0, 16000)
+    async with web_face(settings_with(fake)) as (_server, face):
+        result = await transcribe(face, encode(low + high, "flac"), name="two.flac")
+    assert result.text == FAKE_TRANSCRIPT
+    (session,) = fake.realtime_sessions
+    upstream = bytes(session.audio)
+    assert len(upstream) == pytest.approx(2 * 48000, abs=480)
+    half = len(upstream) // 2
+    assert dominant_hz(upstream[:half]) == pytest.approx(440, abs=5)
+    assert dominant_hz(upstream[half:]) == pytest.approx(880, abs=5)
 
 
 async def test_a_stereo_44100_hz_file_is_mixed_down_and_resampled(fake: FakeOpenAI) -> None:

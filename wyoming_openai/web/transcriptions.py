@@ -38,6 +38,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +67,11 @@ MAX_FIELD_BYTES = 16 * 1024
 MAX_KEYWORDS = 100
 """Most ``keywords[]`` entries."""
 
-FEED_MS = 1000
-"""Decoded audio is handed to the session in pieces of this many milliseconds: decoding runs
-hundreds of times faster than real time, and each piece costs the event loop a wake-up and
-the realtime session an append (see ``benchmarks/README.md``, Upload pieces)."""
+FEED_INTERVAL_S = 0.02
+"""Decoded audio is handed to the session at most this often (seconds of decoding time),
+and once at the end: a short file reaches the session in one piece, a long one as it
+decodes. Each piece wakes the event loop while the decoding thread holds the GIL, and
+costs the realtime session an append (see ``benchmarks/README.md``, Upload pieces)."""
 
 _CHUNK_BYTES = 64 * 1024
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
@@ -271,9 +273,9 @@ class _Upload:
             self._loop.call_soon_threadsafe(self._open)
             source, target = audio.source_format, self._engine.input_format
             converter = AudioConverter(source, target)
-            batch_bytes = target.bytes_for_ms(FEED_MS)
             batch = bytearray()
             total = 0
+            handed_at = time.monotonic()
             for pcm in audio.pcm(self._stopped.is_set):
                 total += len(pcm)
                 if source.duration_ms(total) > self._max_ms:
@@ -282,9 +284,10 @@ class _Upload:
                         f"the audio is longer than {self._max_ms / 1000:g} seconds",
                     )
                 batch += converter.convert(pcm)
-                if len(batch) >= batch_bytes:
+                if batch and time.monotonic() - handed_at >= FEED_INTERVAL_S:
                     self._loop.call_soon_threadsafe(self._send, bytes(batch))
                     batch.clear()
+                    handed_at = time.monotonic()
             batch += converter.flush()
             if batch:
                 self._loop.call_soon_threadsafe(self._send, bytes(batch))
