@@ -273,7 +273,7 @@ class _Upload:
             self._loop.call_soon_threadsafe(self._open)
             source, target = audio.source_format, self._engine.input_format
             converter = AudioConverter(source, target)
-            batch = bytearray()
+            decoded = bytearray()  # in the source format, converted when handed over
             total = 0
             handed_at = time.monotonic()
             for pcm in audio.pcm(self._stopped.is_set):
@@ -283,14 +283,14 @@ class _Upload:
                         ErrorCode.UTTERANCE_TOO_LONG,
                         f"the audio is longer than {self._max_ms / 1000:g} seconds",
                     )
-                batch += converter.convert(pcm)
-                if batch and time.monotonic() - handed_at >= FEED_INTERVAL_S:
-                    self._loop.call_soon_threadsafe(self._send, bytes(batch))
-                    batch.clear()
+                decoded += pcm
+                if time.monotonic() - handed_at >= FEED_INTERVAL_S:
+                    if converted := converter.convert(bytes(decoded)):
+                        self._loop.call_soon_threadsafe(self._send, converted)
+                    decoded.clear()
                     handed_at = time.monotonic()
-            batch += converter.flush()
-            if batch:
-                self._loop.call_soon_threadsafe(self._send, bytes(batch))
+            if rest := converter.convert(bytes(decoded)) + converter.flush():
+                self._loop.call_soon_threadsafe(self._send, rest)
             return source.duration_ms(total) / 1000
         finally:
             audio.close()
