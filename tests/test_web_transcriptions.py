@@ -21,6 +21,7 @@ from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import API_KEY, READ_TIMEOUT, make_settings, running_web, with_token
 from tests.utterances import dominant_hz, eventually, piper_16k, tone, use_whisper
+from wyoming_openai import metrics
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
@@ -441,6 +442,28 @@ async def test_openai_out_without_fallback_is_its_status(
             await transcribe(face, TONE_WAV)
     assert info.value.status_code == status
     assert API_KEY not in str(info.value.body)
+
+
+def http_stt_requests(outcome: str) -> float:
+    labels = {"face": "http", "kind": "stt", "outcome": outcome}
+    return metrics.REGISTRY.get_sample_value("wyoming_openai_requests_total", labels) or 0.0
+
+
+async def test_transcriptions_are_counted_on_metrics_by_outcome(fake: FakeOpenAI) -> None:
+    before = {o: http_stt_requests(o) for o in ("ok", "undecodable-audio", "bad-request")}
+    async with web_face(settings_with(fake)) as (_server, face):
+        await transcribe(face, TONE_WAV)
+        for bad, error in (
+            (b"not audio" * 100, openai.APIStatusError),
+            (b"", openai.BadRequestError),
+        ):
+            with pytest.raises(error):
+                await transcribe(face, bad)
+    assert {o: http_stt_requests(o) - n for o, n in before.items()} == {
+        "ok": 1,
+        "undecodable-audio": 1,
+        "bad-request": 1,
+    }
 
 
 # ------------------------------------------------------------------------------ models

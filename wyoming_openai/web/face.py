@@ -253,6 +253,7 @@ class WebFace:
             )
         except BridgeError as err:
             _LOGGER.info("Transcription request refused: %s", err)
+            metrics.failed("http", "stt", err.code)
             return error_response(err)
         except ConnectionError:
             _LOGGER.debug("Transcription client hung up")

@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from .. import metrics
 from ..errors import BridgeError, ErrorCode
 from ..resample import AudioConverter
 from ..stt.base import SttEngine, SttSession, TranscribeRequest, TranscriptDelta
@@ -362,7 +363,9 @@ async def serve_transcription(
         session = upload.session
         assert session is not None  # opened before the first audio was decoded
         session.finish()
+        ended_at = time.monotonic()
         text = ""
+        fallback = False
         language = form.request.language or default_language or ""
         try:
             async for result in session.results():
@@ -375,15 +378,17 @@ async def serve_transcription(
                             {"type": "transcript.text.delta", "delta": result.text},
                         )
                 else:
-                    text = result.text
+                    text, fallback = result.text, result.fallback
                     language = result.language or language
         except BridgeError as err:
             if response is None:
                 raise
             _LOGGER.warning("Transcription failed after some text: %s", err)
+            metrics.failed("http", "stt", err.code)
             await response.write(_sse(_error_event(err)))
             return response
         text = text.strip()
+        metrics.transcribed("http", ended_at, fallback)
         if form.stream:
             done = {"type": "transcript.text.done", "text": text}
             response = await _write_event(request, response, done)
