@@ -80,6 +80,7 @@ from wyoming.tts import (  # noqa: E402
 from benchmarks import warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from benchmarks.http_speech import http_speech  # noqa: E402
+from benchmarks.http_transcriptions import http_section  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
 from tests.utterances import COMMANDS, RATE, command, room_noise, sound_bounds, spoken  # noqa: E402
@@ -799,6 +800,8 @@ async def main() -> None:
         if "http" not in skip:
             speech_rows = partial(http_speech, table, fake, runs=args.runs)
             await with_server(fake, args, {}, speech_rows, web=True)
+            transcription_rows = partial(http_section, table, fake, runs=args.runs)
+            await with_server(fake, args, {}, transcription_rows, web=True)
         if "warm" not in skip:
             await warm_speech.section(table, fake, args.server_root, args.runs)
     finally:

@@ -417,6 +417,11 @@ class WebSettings(_Section):
         3600.0, gt=0, description="Longest live transcription session, seconds of audio."
     )
     max_sessions: int = Field(32, ge=1, description="Live transcription sessions at once.")
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest file for POST /v1/audio/transcriptions, bytes (OpenAI's: 25 MB).",
+    )
 
     @field_validator("certfile", "keyfile", "token_file", "token", mode="before")
     @classmethod
