@@ -56,6 +56,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,10 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
+from benchmarks import warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
+from benchmarks.http_speech import http_speech  # noqa: E402
+from benchmarks.http_transcriptions import http_section  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
 from tests.utterances import COMMANDS, RATE, command, room_noise, sound_bounds, spoken  # noqa: E402
@@ -735,7 +739,9 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web,outage"
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -791,6 +797,13 @@ async def main() -> None:
                 await web_section(table, fake, server, args.runs)
 
             await with_server(fake, args, {}, web_face, web=True)
+        if "http" not in skip:
+            speech_rows = partial(http_speech, table, fake, runs=args.runs)
+            await with_server(fake, args, {}, speech_rows, web=True)
+            transcription_rows = partial(http_section, table, fake, runs=args.runs)
+            await with_server(fake, args, {}, transcription_rows, web=True)
+        if "warm" not in skip:
+            await warm_speech.section(table, fake, args.server_root, args.runs)
         if "outage" not in skip:
             from benchmarks.outages import outage_rows  # it imports this module
 

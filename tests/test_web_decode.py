@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import random
-import sys
 import threading
 import warnings
 
+import av
 import numpy as np
 import pytest
 
@@ -20,8 +20,6 @@ from wyoming_openai.web.decode import (
     AudioDecoder,
     make_decoder,
 )
-
-av = pytest.importorskip("av")
 
 TONE_HZ = 440.0
 TONE_LEVEL = 0.3  # of full scale
@@ -158,21 +156,6 @@ def test_impossible_rate(format: str, rate: object) -> None:
         make_decoder(format, rate)  # type: ignore[arg-type]
     assert info.value.code == ErrorCode.BAD_AUDIO_FORMAT
     assert "rate" in info.value.message
-
-
-@pytest.mark.parametrize("format", ["g711_ulaw", "g711_alaw", "webm_opus"])
-def test_missing_pyav(format: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
-    with pytest.raises(BridgeError) as info:
-        make_decoder(format)
-    assert info.value.code == ErrorCode.UNSUPPORTED_FORMAT
-    expected = f"format {format} needs PyAV: pip install 'wyoming-openai[formats]'"
-    assert info.value.message == expected
-
-
-def test_pcm16_needs_no_pyav(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "av", None)
-    assert make_decoder("pcm16").feed(b"\x01\x02") == b"\x01\x02"
 
 
 # --------------------------------------------------------------------------------- pcm16

@@ -20,6 +20,7 @@ from tests.harness import READ_TIMEOUT, make_settings, running_web, with_token
 from tests.utterances import eventually
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.tts.base import SpeechOptions
 from wyoming_openai.web.face import WebFace
 
 TEXT = "Turn on the kitchen lights."
@@ -136,7 +137,7 @@ async def test_a_client_hanging_up_mid_body_is_no_error(
         ({"voice": "robot"}, "unknown-voice"),
         ({"input": ""}, "empty-text"),
         ({"input": "   "}, "empty-text"),
-        ({"response_format": "mp3"}, "unsupported-format"),
+        ({"response_format": "ogg"}, "unsupported-format"),
     ],
 )
 async def test_a_bad_request_is_a_bad_request_error_with_its_code(
@@ -172,8 +173,10 @@ async def test_piper_at_22050_hz_is_served_at_24_khz(
         native: list[bytes] = []
         synthesize = engine.synthesize
 
-        async def recorded(text: str, voice: str) -> AsyncIterator[bytes]:
-            async for chunk in synthesize(text, voice):
+        async def recorded(
+            text: str, voice: str, options: SpeechOptions | None = None
+        ) -> AsyncIterator[bytes]:
+            async for chunk in synthesize(text, voice, options):
                 native.append(chunk)
                 yield chunk
 

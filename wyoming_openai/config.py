@@ -248,6 +248,16 @@ class TtsSettings(_Section):
             "from the text by more than this word error rate (0 to 1)."
         ),
     )
+    warm_voices: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Realtime speech: voices whose configured session is kept open ahead of "
+            "requests (the default voice from start-up, then each voice used), least "
+            "recently used closed first."
+        ),
+    )
     realtime_move: bool | None = Field(
         None,
         description=(
@@ -434,6 +444,11 @@ class WebSettings(_Section):
         3600.0, gt=0, description="Longest live transcription session, seconds of audio."
     )
     max_sessions: int = Field(32, ge=1, description="Live transcription sessions at once.")
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest file for POST /v1/audio/transcriptions, bytes (OpenAI's: 25 MB).",
+    )
 
     @field_validator("certfile", "keyfile", "token_file", "token", mode="before")
     @classmethod

@@ -9,7 +9,9 @@ engines built here, shared by all its connections:
   Realtime API) or ``auto`` (speech until the service retires the model, then the move to
   realtime); or Piper on its own;
 - with ``fallback: local``, each OpenAI engine wrapped so that its local twin answers
-  during an outage.
+  during an outage; the realtime engines' warm-session pools tell that wrapper's
+  :class:`LocalHold` when OpenAI cannot be reached, so the next request goes local at once
+  (the transcription pool tells speech too, unless speech has its own realtime pool).
 
 What serves is decided by :func:`wyoming_openai.plan.plan_engines`.
 """
@@ -23,8 +25,10 @@ from urllib.parse import urlparse
 from openai import AsyncOpenAI
 
 from .config import Settings
+from .errors import BridgeError
 from .fallback import LocalHold
 from .hedge import LatencyTracker
+from .metrics import Kind
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
 from .retry import RetryPolicy
@@ -39,6 +43,7 @@ from .tts.fallback import FallbackTtsEngine
 from .tts.openai_speech import OpenAISpeechEngine
 from .tts.piper_tts import PiperTtsEngine
 from .tts.realtime import RealtimeSpeechEngine
+from .warm import Health
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,42 +106,64 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
             plan, LocalWhisperEngine(settings.local, settings.stt), PiperTtsEngine(settings.local)
         )
     client = make_client(settings.openai)
-    stt = _openai_stt(client, settings)
-    tts = _openai_tts(client, settings)
-    if plan.fallback:
-        hold = settings.fallback_retry_after
-        stt = FallbackSttEngine(
-            stt, LocalWhisperEngine(settings.local, settings.stt), LocalHold("transcription", hold)
-        )
+    hold = settings.fallback_retry_after
+    stt_hold = LocalHold("transcription", hold) if plan.fallback else None
+    tts_hold = LocalHold("speech", hold) if plan.fallback else None
+    stt_health: Health | None = stt_hold
+    if stt_hold is not None and tts_hold is not None and settings.tts.mode != "realtime":
+        # Speech over HTTP has no pool of its own: the transcription pool, on the same
+        # service, tells it too, so a reply during an outage does not wait for a connect.
+        stt_health = _Holds(stt_hold, tts_hold)
+    stt = _openai_stt(client, settings, stt_health)
+    tts = _openai_tts(client, settings, tts_hold)
+    if stt_hold is not None and tts_hold is not None:
+        stt = FallbackSttEngine(stt, LocalWhisperEngine(settings.local, settings.stt), stt_hold)
         tts = FallbackTtsEngine(
             tts,
             PiperTtsEngine(settings.local, output_format=tts.output_format),
-            LocalHold("speech", hold),
+            tts_hold,
             LatencyTracker.from_settings("speech first audio", settings.openai),
         )
     return Engines(plan, stt, tts, client)
 
 
-def _retry(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(max_retries=settings.openai.max_retries)
+class _Holds:
+    """A warm pool's health told to several holds (:class:`~wyoming_openai.warm.Health`)."""
+
+    def __init__(self, *holds: LocalHold) -> None:
+        self._holds = holds
+
+    def mark_out(self, cause: BridgeError) -> None:
+        for hold in self._holds:
+            hold.mark_out(cause)
+
+    def mark_up(self) -> None:
+        for hold in self._holds:
+            hold.mark_up()
 
 
-def _openai_stt(client: AsyncOpenAI, settings: Settings) -> SttEngine:
-    """The OpenAI engine ``stt.mode`` asks for."""
+def _retry(settings: Settings, kind: Kind) -> RetryPolicy:
+    return RetryPolicy(max_retries=settings.openai.max_retries, kind=kind)
+
+
+def _openai_stt(client: AsyncOpenAI, settings: Settings, health: Health | None) -> SttEngine:
+    """The OpenAI engine ``stt.mode`` asks for; ``health`` hears from its warm sessions."""
     if settings.stt.mode == "http":
-        return HttpSttEngine(client, settings.stt, _retry(settings))
+        return HttpSttEngine(client, settings.stt, _retry(settings, "stt"))
     return RealtimeSttEngine(
         client,
         settings.stt,
         connect_timeout=settings.openai.connect_timeout,
         result_timeout=settings.openai.timeout,
-        retry=_retry(settings),
+        retry=_retry(settings, "stt"),
+        health=health,
         finalize=LatencyTracker.from_settings("transcription finalize", settings.openai),
     )
 
 
-def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
-    """The OpenAI engine ``tts.mode`` asks for.
+def _openai_tts(client: AsyncOpenAI, settings: Settings, health: Health | None) -> TtsEngine:
+    """The OpenAI engine ``tts.mode`` asks for; ``health`` hears from the realtime
+    engine's warm sessions.
 
     ``auto`` gives an :class:`AutoTtsEngine` when the move to realtime is allowed
     (``tts.realtime_move``; by default when the base URL is OpenAI's: OpenAI-compatible
@@ -147,7 +174,7 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
     speech = OpenAISpeechEngine(
         client,
         tts,
-        _retry(settings),
+        _retry(settings, "tts"),
         LatencyTracker.from_settings("speech first byte", settings.openai),
     )
     if tts.mode == "speech":
@@ -157,6 +184,8 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings) -> TtsEngine:
         tts,
         connect_timeout=settings.openai.connect_timeout,
         response_timeout=settings.openai.timeout,
+        retry=_retry(settings, "tts"),
+        health=health,
     )
     if tts.mode == "realtime":
         return realtime

@@ -74,6 +74,13 @@ class ErrorCode(StrEnum):
     """More audio than ``web.max_session_seconds`` in one live session."""
     FRAME_TOO_LARGE = "frame-too-large"
     """A WebSocket message larger than ``web.max_frame_bytes``."""
+    # OpenAI-compatible HTTP endpoints (web face)
+    NOT_FOUND = "not-found"
+    """No such route under ``/v1/`` (or no such model in ``GET /v1/models/{id}``)."""
+    UPLOAD_TOO_LARGE = "upload-too-large"
+    """An uploaded file larger than ``web.max_upload_bytes``."""
+    UNDECODABLE_AUDIO = "undecodable-audio"
+    """An uploaded file that holds no audio any of the decoders reads."""
 
 
 RETRYABLE_CODES = frozenset(

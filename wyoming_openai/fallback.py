@@ -49,6 +49,7 @@ class LocalHold:
         self._what = what
         self._hold = hold_seconds
         self._outage: Outage | None = None
+        self._marked = False  # the outage was recorded by mark_out (cleared by mark_up)
 
     def current(self) -> Outage | None:
         """The outage the local engine is still covering, or ``None``: try OpenAI."""
@@ -80,3 +81,35 @@ class LocalHold:
         """
         if self._hold > 0:
             self._outage = Outage(cause, time.monotonic())
+            self._marked = False
+
+    # Told by the warm-session pool (``warm.Health``): what it learns before a request.
+
+    def mark_out(self, cause: BridgeError) -> None:
+        """OpenAI could not open a session ahead of requests (an outage): the next
+        requests are answered locally at once, for ``hold_seconds`` from this mark (the
+        pool marks again at each failed attempt, so the hold lasts the outage).
+
+        Logged once per outage (the pool retries in the background)."""
+        if self._hold <= 0:
+            return
+        if not self.covering:
+            _LOGGER.warning(
+                "OpenAI %s is out (%s): the local engine answers until it is back",
+                self._what,
+                cause,
+            )
+        self._outage = Outage(cause, time.monotonic())
+        self._marked = True
+
+    def mark_up(self) -> None:
+        """OpenAI opened and configured a session again: if the outage was one
+        :meth:`mark_out` recorded, the next request tries OpenAI. An outage a request
+        tripped (:meth:`trip`) is held for its time: a service that connects may still
+        fail requests (e.g. never answer after the commit)."""
+        if not self._marked:
+            return
+        self._marked = False
+        outage, self._outage = self._outage, None
+        if outage is not None and outage.age() < self._hold:
+            _LOGGER.info("OpenAI %s answers again: trying it for the next request", self._what)

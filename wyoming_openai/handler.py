@@ -24,6 +24,7 @@ from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
+from . import metrics
 from .audio import AudioFormat
 from .endpointing import EarlyEnd
 from .errors import BridgeError, ErrorCode
@@ -96,6 +97,11 @@ def _text_list(value: object, field_name: str) -> tuple[str, ...]:
     return tuple(item for item in value if item)
 
 
+def _kind(event: Event) -> metrics.Kind:
+    """Whether ``event`` belongs to a synthesis (``synthesize*``) or a transcription."""
+    return "tts" if event.type.startswith("synthesize") else "stt"
+
+
 class WyomingOpenAIHandler(AsyncEventHandler):
     """Routes one connection's events (see the module docstring)."""
 
@@ -151,9 +157,11 @@ class WyomingOpenAIHandler(AsyncEventHandler):
                 await self._route(event)
             except BridgeError as err:
                 _LOGGER.warning("Rejected %s: %s", event.type, err)
+                metrics.failed("wyoming", _kind(event), err.code)
                 await self.write_event(Error(text=err.message, code=err.code.value).event())
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 _LOGGER.warning("Malformed %s event: %r", event.type, err)
+                metrics.failed("wyoming", _kind(event), ErrorCode.BAD_REQUEST)
                 await self.write_event(
                     Error(text=f"malformed {event.type} event", code=ErrorCode.BAD_REQUEST).event()
                 )
@@ -161,6 +169,7 @@ class WyomingOpenAIHandler(AsyncEventHandler):
                 raise
             except Exception:  # a fault of ours: this event fails, the connection goes on
                 _LOGGER.exception("Internal error handling %s", event.type)
+                metrics.failed("wyoming", _kind(event), ErrorCode.INTERNAL)
                 await self.write_event(
                     Error(text="internal error (see server log)", code=ErrorCode.INTERNAL).event()
                 )

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import upstream
+from . import metrics, upstream
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -81,5 +81,6 @@ def expires_at(created: dict[str, Any]) -> float:
 
 async def close_quietly(connection: AsyncRealtimeConnection) -> None:
     """Close the WebSocket; errors are ignored (the session is being dropped)."""
+    metrics.session_closed(connection)
     with contextlib.suppress(Exception):
         await connection.close()

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from . import metrics
 from .errors import BridgeError
 
 T = TypeVar("T")
@@ -28,11 +29,13 @@ class RetryPolicy:
         max_retries: attempts after the first.
         base_delay: seconds before the first retry; doubled each time.
         max_delay: cap on one delay, seconds.
+        kind: what is retried (``stt``, ``tts``), for the retries metric.
     """
 
     max_retries: int = 2
     base_delay: float = 0.2
     max_delay: float = 2.0
+    kind: metrics.Kind = "stt"
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0-based), with ±20 % jitter."""
@@ -61,5 +64,6 @@ class RetryPolicy:
                     raise
                 if on_retry is not None:
                     on_retry(err)
+                metrics.retried(self.kind)
                 await asyncio.sleep(self.delay(retry))
                 retry += 1

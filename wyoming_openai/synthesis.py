@@ -21,6 +21,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped
 
+from . import metrics
 from .errors import BridgeError, ErrorCode
 from .tts.base import TtsEngine
 from .tts.pipeline import Piece, SynthesisPipeline
@@ -170,6 +171,7 @@ class Synthesis:
                 if not started:
                     started = True
                     await self._write(start)
+                    metrics.first_audio("wyoming", self._pipeline.started_at)
                 await self._write(
                     AudioChunk(
                         rate=fmt.rate,
@@ -183,8 +185,10 @@ class Synthesis:
             if not started:
                 await self._write(start)
             await self._end_reply(sent_bytes)
+            metrics.spoke("wyoming", self._pipeline.fallback)
             _LOGGER.debug("Synthesized %.0f ms of audio", fmt.duration_ms(sent_bytes))
         except BridgeError as err:
+            metrics.failed("wyoming", "tts", err.code)
             with contextlib.suppress(ConnectionError):
                 if not started:
                     _LOGGER.warning("Synthesis failed: %s", err)

@@ -23,6 +23,7 @@ from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, Transcript
 from wyoming.error import Error
 from wyoming.event import Event
 
+from . import metrics
 from .audio import AudioFormat, pcm_to_wav, validate_format
 from .endpointing import EarlyEnd, Endpointer, EndReason
 from .errors import BridgeError, ErrorCode
@@ -77,6 +78,7 @@ class Utterance:
         self._converter: AudioConverter | None = None
         self._source: AudioFormat | None = None
         self.finished = False
+        self._ended_at: float | None = None  # time.monotonic() at audio-stop (or early end)
         self._session = engine.open(request)
         self._endpointer = (
             Endpointer(early, self._session.speech_detector, engine.input_format.rate)
@@ -142,6 +144,7 @@ class Utterance:
 
     def _end_audio(self) -> None:
         self.finished = True
+        self._ended_at = time.monotonic()
         if self._converter is not None:
             self._send(self._converter.flush())
         if self._dump is not None and self._dump_dir is not None:
@@ -176,6 +179,7 @@ class Utterance:
             await self._write(TranscriptStart(language=self._language).event())
             await self._write(Transcript(text="", language=self._language).event())
             await self._write(TranscriptStop().event())
+            metrics.transcribed("wyoming", self._ended_at)
 
     def _send(self, pcm: bytes) -> None:
         if self._dump is not None:
@@ -230,8 +234,10 @@ class Utterance:
                 _LOGGER.info("Transcript: %r", text)
                 await self._write(Transcript(text=text, language=self._language).event())
                 await self._write(TranscriptStop().event())
+                metrics.transcribed("wyoming", self._ended_at, result.fallback)
         except BridgeError as err:
             _LOGGER.warning("Transcription failed: %s", err)
+            metrics.failed("wyoming", "stt", err.code)
             with contextlib.suppress(ConnectionError):
                 await self._write(Error(text=err.message, code=err.code.value).event())
         except ConnectionError as err:

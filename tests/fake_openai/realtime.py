@@ -163,6 +163,7 @@ class _RealtimeConnections(_FakeOpenAIBase):
                         conn.record.client_events.append(
                             event if isinstance(event, dict) else {"_raw": msg.data}
                         )
+                        conn.record.client_event_times.append(time.monotonic())
             return
         beta = conn.request.headers.get("OpenAI-Beta", "")
         if "realtime=v1" in beta.replace(" ", ""):
@@ -251,6 +252,7 @@ class _RealtimeConnections(_FakeOpenAIBase):
             data = json.loads(text)
         except ValueError:
             conn.record.client_events.append({"_raw": text})
+            conn.record.client_event_times.append(time.monotonic())
             await self._reject_event(
                 conn,
                 _ApiError(
@@ -262,6 +264,7 @@ class _RealtimeConnections(_FakeOpenAIBase):
             )
             return
         conn.record.client_events.append(data if isinstance(data, dict) else {"_raw": data})
+        conn.record.client_event_times.append(time.monotonic())
         if isinstance(data, dict) and self._is_beta_event(data):
             self.validation_failures.append(f"beta client event {data.get('type')!r}")
             await self._beta_shape_disabled(conn)

@@ -23,7 +23,8 @@ class RealtimeSessionRecord:
     connection is over. Timestamps are ``time.monotonic()`` seconds: ``commit_times`` (each
     commit received) and ``completed_times`` (each ``...completed`` sent) run parallel to
     ``commits`` and ``transcripts``, ``server_event_times`` (each event sent) to
-    ``server_events``.
+    ``server_events``, ``client_event_times`` (each client event received) to
+    ``client_events``.
 
     Conversation (speech) sessions also record ``spoken`` (the text each response spoke, in
     order), ``cancelled_responses`` (ids of responses a ``response.cancel`` stopped) and
@@ -34,6 +35,7 @@ class RealtimeSessionRecord:
     headers: dict[str, str]
     connected_at: float
     client_events: list[dict[str, Any]] = field(default_factory=list)
+    client_event_times: list[float] = field(default_factory=list)
     server_events: list[dict[str, Any]] = field(default_factory=list)
     server_event_times: list[float] = field(default_factory=list)
     session_config: dict[str, Any] | None = None

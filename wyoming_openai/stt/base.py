@@ -34,11 +34,14 @@ class TranscribeRequest:
         language: ISO-639-1 code of the speech, or ``None`` for the configured default.
         names: ``transcript_names``: proper names that should bias recognition.
         terms: ``transcript_terms``: domain terms that should bias recognition.
+        prompt: free text guiding recognition (``prompt`` of ``POST
+            /v1/audio/transcriptions``), or ``None`` for the configured ``stt.prompt``.
     """
 
     language: str | None = None
     names: tuple[str, ...] = field(default_factory=tuple)
     terms: tuple[str, ...] = field(default_factory=tuple)
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,12 @@ class TranscriptDelta:
 
 @dataclass(frozen=True)
 class TranscriptFinal:
-    """The whole transcript of the utterance (``""`` when nothing was said)."""
+    """The whole transcript of the utterance (``""`` when nothing was said); ``fallback``:
+    the local engine made it in OpenAI's place (:mod:`wyoming_openai.stt.fallback`)."""
 
     text: str
     language: str | None = None
+    fallback: bool = False
 
 
 TranscriptEvent = TranscriptDelta | TranscriptFinal

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
@@ -92,7 +93,7 @@ class FallbackSttEngine(SttEngine):
                 outage.cause,
                 self._hold.remaining(outage),
             )
-            return self.local.open(request, source=self.input_format)
+            return StandInSession(self.local.open(request, source=self.input_format))
         return FallbackSttSession(
             self.primary.open(request),
             lambda: self.local.open(request, source=self.input_format),
@@ -261,7 +262,7 @@ class FallbackSttSession(SttSession):
                 if isinstance(item, TranscriptDelta):
                     if self._sent_deltas or self._primary_alive:
                         continue  # OpenAI's deltas were passed on; only the final text follows
-                    yield item
+                    yield _marked(item)
                     continue
                 if self._primary_alive:  # the local answer came first: OpenAI is out
                     self._primary_alive = False
@@ -274,7 +275,7 @@ class FallbackSttSession(SttSession):
                         cause,
                     )
                     await self._primary.aclose()
-                yield item
+                yield _marked(item)
                 return
         finally:
             for task in [*pumps, *([watch] if watch is not None else [])]:
@@ -285,3 +286,33 @@ class FallbackSttSession(SttSession):
         await self._primary.aclose()
         if self._local is not None:
             await self._local.aclose()
+
+
+def _marked(event: TranscriptEvent) -> TranscriptEvent:
+    """``event``, its final marked as the fallback's (``TranscriptFinal.fallback``)."""
+    return replace(event, fallback=True) if isinstance(event, TranscriptFinal) else event
+
+
+class StandInSession(SttSession):
+    """A local session answering while OpenAI is held off (:class:`LocalHold`): the
+    local session itself, its final marked as the fallback's."""
+
+    def __init__(self, local: SttSession) -> None:
+        self._local = local
+
+    def send_audio(self, pcm: bytes) -> None:
+        self._local.send_audio(pcm)
+
+    def finish(self) -> None:
+        self._local.finish()
+
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        return self._local.speech_detector
+
+    async def results(self) -> AsyncIterator[TranscriptEvent]:
+        async for event in self._local.results():
+            yield _marked(event)
+
+    async def aclose(self) -> None:
+        await self._local.aclose()

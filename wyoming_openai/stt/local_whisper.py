@@ -271,7 +271,7 @@ class LocalWhisperEngine(SttEngine):
         Greedy or beam search at temperature 0 only (no temperature fallback: a voice
         command must answer quickly), no VAD (the client cut the utterance), no timestamps,
         no conditioning on earlier text. Names and terms from the client become
-        ``hotwords``; ``stt.prompt`` the initial prompt.
+        ``hotwords``; the request's prompt (else ``stt.prompt``) the initial prompt.
         """
         english_only = self._languages == ("en",)
         language = "en" if english_only else (request.language or self._stt.language)
@@ -285,7 +285,8 @@ class LocalWhisperEngine(SttEngine):
             "condition_on_previous_text": False,
             "without_timestamps": True,
             "vad_filter": False,
-            "initial_prompt": self._stt.prompt or None,
+            "initial_prompt": (self._stt.prompt if request.prompt is None else request.prompt)
+            or None,
             "hotwords": ", ".join(bias) if bias else None,
         }
 

@@ -63,7 +63,7 @@ class OpenAISttEngine(SttEngine):
             **transcription_options(
                 model,
                 request.language or settings.language,
-                settings.prompt,
+                settings.prompt if request.prompt is None else request.prompt,
                 request.names,
                 request.terms,
             ),

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from .. import upstream
+from .. import metrics, upstream
 from ..audio import PCM_16K_MONO, pcm_to_wav
 from ..catalogue import DEFAULT_MODELS
 from ..errors import BridgeError
@@ -70,6 +70,7 @@ class HttpSttEngine(OpenAISttEngine):
         """``model`` answered where ``retired`` was refused: use it from now on (logged once)."""
         if self._model == retired:
             self._model = model
+            metrics.model_moved("stt", retired, model)
             _LOGGER.warning(
                 "Transcription model %s is retired or unknown to the service (%s); using %s "
                 "from now on",

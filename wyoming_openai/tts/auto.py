@@ -4,7 +4,8 @@ OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at t
 Realtime API instead (openai-python 3.57 ``resources/audio/speech.py``). ``auto`` (the default)
 keeps ``/v1/audio/speech`` while the configured speech model is served and, the first
 time OpenAI answers that it is retired or unknown, speaks that same request through a
-realtime session and stays there for the life of the process. OpenAI-compatible servers
+realtime session and stays there for the life of the process, keeping realtime sessions
+warm from then on. OpenAI-compatible servers
 (any other base URL) keep ``/v1/audio/speech``: they never retire OpenAI's models and
 mostly have no realtime endpoint.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from .. import metrics
 from ..errors import BridgeError
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 from .openai_speech import OpenAISpeechEngine
 from .realtime import RealtimeSpeechEngine
 
@@ -62,11 +64,13 @@ class AutoTtsEngine(TtsEngine):
     def substitute_voice(self, name: str) -> str | None:
         return self.active.substitute_voice(name)
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         if not self._moved:
             yielded = False
             try:
-                async for chunk in self._speech.synthesize(text, voice):
+                async for chunk in self._speech.synthesize(text, voice, options):
                     yielded = True
                     yield chunk
                 return
@@ -74,7 +78,7 @@ class AutoTtsEngine(TtsEngine):
                 if yielded or not err.model_retired:
                     raise
                 self._move(err)
-        async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice)):
+        async for chunk in self._realtime.synthesize(text, self._realtime_voice(voice), options):
             yield chunk
 
     async def aclose(self) -> None:
@@ -85,6 +89,8 @@ class AutoTtsEngine(TtsEngine):
         if self._moved:
             return
         self._moved = True
+        self._realtime.keep_warm()
+        metrics.model_moved("tts", self._speech_model, self._realtime.model)
         _LOGGER.warning(
             "Speech model %s is retired or unknown to the service (%s); speaking through the "
             "realtime model %s from now on",

@@ -10,6 +10,11 @@ from ..audio import AudioFormat
 from ..errors import BridgeError, ErrorCode
 
 
+class FallbackAudio(bytes):
+    """PCM the local engine spoke in OpenAI's place (:mod:`wyoming_openai.tts.fallback`
+    yields it), so a face can tell the client was answered by the fallback."""
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     """A voice as advertised in Info: ``name`` (what clients send), description, languages."""
@@ -17,6 +22,23 @@ class VoiceInfo:
     name: str
     description: str
     languages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    """How one request wants its text spoken, over the engine's settings.
+
+    ``speed``: 0.25 to 4.0, 1.0 is normal (OpenAI API reference, Audio > Create speech,
+    ``speed``); None keeps the engine's setting. ``instructions``: how to speak (tone,
+    accent...), for engines whose model takes them; None keeps the engine's setting.
+    Engines that cannot honour a field ignore it. ``whole``: audio that breaks off
+    part-way through a text must fail the synthesis (a file must be whole), even where an
+    engine would otherwise end that text early and let the reply go on.
+    """
+
+    speed: float | None = None
+    instructions: str | None = None
+    whole: bool = False
 
 
 class TtsEngine(ABC):
@@ -53,8 +75,11 @@ class TtsEngine(ABC):
         return None
 
     @abstractmethod
-    def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
-        """Stream the speech of ``text`` as PCM in :attr:`output_format`.
+    def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream the speech of ``text`` as PCM in :attr:`output_format`; ``options``
+        (None: the engine's settings) as far as the engine can honour them.
 
         Every chunk holds whole frames (a 16-bit sample is never split) and is yielded
         as soon as it arrives from the provider.

@@ -13,7 +13,7 @@ synthesis pipeline asks for it:
   inside the text is unknown, so speaking the piece again would repeat words and speaking
   "the rest" would guess; an error would fail the whole reply in Home Assistant. The
   listener loses the tail of one sentence; the client never hangs and never hears a word
-  twice.
+  twice. Unless the request asks for ``SpeechOptions.whole`` (a file): then it fails.
 - Any other failure (refused key, unknown model, bad request) is reported as an error.
 - OpenAI's first audio of the piece is overdue (:mod:`wyoming_openai.hedge`): Piper starts
   speaking the piece in parallel and whichever audio comes first is played, the other
@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from ..errors import BridgeError, ErrorCode
 from ..fallback import LocalHold
 from ..hedge import HedgedStream, LatencyTracker
-from .base import TtsEngine, VoiceInfo
+from .base import FallbackAudio, SpeechOptions, TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
 _LOGGER = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ class FallbackTtsEngine(TtsEngine):
         await self.primary.prepare()
         await self.local.prepare()
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         """OpenAI's audio of ``text``, else Piper's (see the module docstring).
 
         Raises:
@@ -123,8 +125,8 @@ class FallbackTtsEngine(TtsEngine):
             sent_bytes = 0
             after = self.first_audio.overdue_after()
             race = HedgedStream(
-                self.primary.synthesize(text, voice),
-                lambda: self.local.synthesize(text, self.local.default_voice()),
+                self.primary.synthesize(text, voice, options),
+                lambda: self._local_audio(text, options),
                 after,
                 fatal=lambda err: not err.outage,
                 on_hedge=lambda: self.first_audio.hedged("Piper speaks the piece", after or 0.0),
@@ -145,6 +147,8 @@ class FallbackTtsEngine(TtsEngine):
                     raise
                 cause = err
             self._hold.trip(cause)
+            if sent_bytes and options is not None and options.whole:
+                raise cause
             if sent_bytes:
                 _LOGGER.warning(
                     "OpenAI speech failed after %.0f ms of a piece's audio (%s): the rest of "
@@ -168,7 +172,7 @@ class FallbackTtsEngine(TtsEngine):
                 self._hold.remaining(outage),
             )
         try:
-            async with _closing(self.local.synthesize(text, self.local.default_voice())) as audio:
+            async with _closing(self._local_audio(text, options)) as audio:
                 async for pcm in audio:
                     yield pcm
         except BridgeError as local_err:
@@ -176,6 +180,14 @@ class FallbackTtsEngine(TtsEngine):
                 raise
             _LOGGER.warning("Local speech failed too: %s", local_err)
             raise cause from local_err
+
+    async def _local_audio(self, text: str, options: SpeechOptions | None) -> AsyncIterator[bytes]:
+        """Piper's audio of ``text``, marked as the fallback's (:class:`FallbackAudio`)."""
+        async with _closing(
+            self.local.synthesize(text, self.local.default_voice(), options)
+        ) as audio:
+            async for pcm in audio:
+                yield FallbackAudio(pcm)
 
     def _first_audio_came(self, race: HedgedStream, chars: int) -> None:
         """Time OpenAI's first audio; Piper's coming first is an outage (the hold trips)."""

@@ -23,7 +23,7 @@ from ..audio import PCM_24K_MONO
 from ..config import TtsSettings
 from ..hedge import HedgedStream, LatencyTracker
 from ..retry import RetryPolicy
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -59,7 +59,7 @@ class OpenAISpeechEngine(TtsEngine):
     ) -> None:
         self._client = client
         self._settings = settings
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or RetryPolicy(kind="tts")
         self.first_byte = first_byte or LatencyTracker.off("speech first byte")
         """Time from a request to its first audio byte; when overdue, a fresh request."""
 
@@ -73,19 +73,25 @@ class OpenAISpeechEngine(TtsEngine):
     def default_voice(self) -> str:
         return self._settings.voice
 
-    def request_params(self, text: str, voice: str) -> dict[str, Any]:
-        """The JSON body of ``/v1/audio/speech`` for ``text`` spoken by ``voice``."""
+    def request_params(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> dict[str, Any]:
+        """The JSON body of ``/v1/audio/speech`` for ``text`` spoken by ``voice``; the
+        ``speed`` and ``instructions`` of ``options`` replace the settings'."""
         settings = self._settings
+        options = options or SpeechOptions()
+        speed = settings.speed if options.speed is None else options.speed
+        instructions = options.instructions or settings.instructions
         params: dict[str, Any] = {
             "model": settings.model,
             "voice": voice,
             "input": text,
             "response_format": "pcm",
         }
-        if settings.speed != 1.0:
-            params["speed"] = settings.speed
-        if settings.instructions and settings.model not in NO_INSTRUCTIONS_MODELS:
-            params["instructions"] = settings.instructions
+        if speed != 1.0:
+            params["speed"] = speed
+        if instructions and settings.model not in NO_INSTRUCTIONS_MODELS:
+            params["instructions"] = instructions
         return params
 
     async def _open(self, params: dict[str, Any]) -> tuple[Any, Any]:
@@ -101,7 +107,9 @@ class OpenAISpeechEngine(TtsEngine):
         except Exception as exc:
             raise upstream.from_exception(exc, "speech synthesis") from exc
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
         """The speech of ``text``; a request whose first byte is overdue
         (:attr:`first_byte`) is hedged with a fresh one, the first to answer is played and
         the other closed (:class:`~wyoming_openai.hedge.HedgedStream`).
@@ -109,7 +117,7 @@ class OpenAISpeechEngine(TtsEngine):
         Raises:
             BridgeError: the request failed (a fresh one too, if one was started).
         """
-        params = self.request_params(text, voice)
+        params = self.request_params(text, voice, options)
         tracker = self.first_byte
         after = tracker.overdue_after()
         race = HedgedStream(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..errors import BridgeError, ErrorCode
-from .base import TtsEngine
+from .base import FallbackAudio, SpeechOptions, TtsEngine
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,15 +43,27 @@ class SynthesisPipeline:
         engine: the TTS engine.
         voice: voice name for every piece.
         lookahead: most pieces synthesized at once (the one playing included).
+        options: how every piece is spoken (None: the engine's settings).
     """
 
-    def __init__(self, engine: TtsEngine, voice: str, lookahead: int) -> None:
+    def __init__(
+        self,
+        engine: TtsEngine,
+        voice: str,
+        lookahead: int,
+        options: SpeechOptions | None = None,
+    ) -> None:
         self._engine = engine
         self._voice = voice
+        self._options = options
         self._slots = asyncio.Semaphore(lookahead)
         self._order: asyncio.Queue[Piece | None] = asyncio.Queue()
         self._pieces: list[Piece] = []
         self._closed = False
+        self.started_at: float | None = None
+        """When the first piece was added (``time.monotonic()``), or None."""
+        self.fallback = False
+        """Whether some audio given out was the local engine's (``FallbackAudio``)."""
 
     def add(self, text: str) -> Piece | None:
         """Start synthesizing ``text`` (as soon as a slot is free); its audio plays after
@@ -61,6 +74,7 @@ class SynthesisPipeline:
         if not text:
             return None
         piece = Piece(text)
+        self.started_at = self.started_at or time.monotonic()
         piece.task = asyncio.create_task(self._produce(piece), name="tts-piece")
         self._pieces.append(piece)
         self._order.put_nowait(piece)
@@ -97,6 +111,7 @@ class SynthesisPipeline:
                 if isinstance(item, BridgeError):
                     raise item
                 piece.playing = True
+                self.fallback = self.fallback or isinstance(item, FallbackAudio)
                 yield item
 
     async def aclose(self) -> None:
@@ -110,7 +125,13 @@ class SynthesisPipeline:
     async def _produce(self, piece: Piece) -> None:
         async with self._slots:
             try:
-                async for chunk in self._engine.synthesize(piece.text, self._voice):
+                # Engines written before options (and test doubles) take two arguments.
+                audio = (
+                    self._engine.synthesize(piece.text, self._voice)
+                    if self._options is None
+                    else self._engine.synthesize(piece.text, self._voice, self._options)
+                )
+                async for chunk in audio:
                     piece.audio.put_nowait(chunk)
             except BridgeError as err:
                 piece.audio.put_nowait(err)

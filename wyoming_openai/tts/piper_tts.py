@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from ..audio import AudioFormat
 from ..config import LocalSettings
 from ..errors import BridgeError, ErrorCode, ModelLoadError
 from ..resample import AudioConverter
-from .base import TtsEngine, VoiceInfo
+from .base import SpeechOptions, TtsEngine, VoiceInfo
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -111,6 +111,8 @@ class SynthesisOptions:
     speaker: int | None = None
     noise_scale: float | None = None
     noise_w_scale: float | None = None
+    speed: float = 1.0
+    """Speaking speed (1.0: the voice's own pace); divides the voice's ``length_scale``."""
 
 
 class PiperRunner:
@@ -155,12 +157,16 @@ class PiperRunner:
         """
         from piper import SynthesisConfig
 
+        voice = self.voice()
         syn_config = SynthesisConfig(
             speaker_id=config.speaker,
+            length_scale=(
+                voice.config.length_scale / config.speed if config.speed != 1.0 else None
+            ),
             noise_scale=config.noise_scale,
             noise_w_scale=config.noise_w_scale,
         )
-        chunks = self.voice().synthesize(text, syn_config=syn_config)
+        chunks = voice.synthesize(text, syn_config=syn_config)
         source = AudioFormat(rate=self.files.rate, width=2, channels=1)
         if target == source:
             return (chunk.audio_int16_bytes for chunk in chunks)
@@ -236,18 +242,24 @@ class PiperTtsEngine(TtsEngine):
         """
         await asyncio.get_running_loop().run_in_executor(self._runner.executor, self._runner.voice)
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
-        """Speak ``text`` sentence by sentence; ``voice`` is ignored (one voice per engine).
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
+        """Speak ``text`` sentence by sentence; ``voice`` is ignored (one voice per engine),
+        so are ``options.instructions``; ``options.speed`` scales the phoneme lengths.
 
         Raises:
             BridgeError: ``internal-error`` when Piper fails (details in the log).
         """
         del voice
+        config = self._options
+        if options is not None and options.speed is not None:
+            config = replace(config, speed=options.speed)
         loop = asyncio.get_running_loop()
         executor = self._runner.executor
         try:
             sentences = await loop.run_in_executor(
-                executor, self._runner.begin, text, self._options, self.output_format
+                executor, self._runner.begin, text, config, self.output_format
             )
             while (pcm := await loop.run_in_executor(executor, next, sentences, None)) is not None:
                 if pcm:

@@ -1,6 +1,8 @@
-"""Decoders for the audio a web client sends over the live-transcription WebSocket.
+"""Decoders for the audio web clients send: a live stream over the WebSocket, or a whole
+file uploaded to ``POST /v1/audio/transcriptions``.
 
-Each turns client bytes, in chunks of any size, into PCM s16le (interleaved):
+Stream decoders (:func:`make_decoder`) turn client bytes, in chunks of any size, into PCM
+s16le (interleaved):
 
 - ``pcm16``: mono s16le at the declared rate (default 16 kHz), passed through.
 - ``g711_ulaw`` / ``g711_alaw``: mono 8-bit G.711 (ITU-T G.711) at the declared rate
@@ -11,24 +13,26 @@ Each turns client bytes, in chunks of any size, into PCM s16le (interleaved):
   worker thread per stream; the output is mono at 48 kHz, the rate Opus always decodes
   at (RFC 6716, section 2).
 
-PyAV is an optional dependency (``pip install 'wyoming-openai[formats]'``), imported only
-when a G.711 or WebM decoder is made.
+Uploaded files (:func:`open_audio_file`) are anything FFmpeg's demuxers and decoders read
+(WAV, MP3, FLAC, OGG/Opus, WebM, M4A/AAC...), through PyAV; their first audio track is
+decoded to mono PCM s16le at its own rate, packet by packet, in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+
+import av
+from av.audio.frame import AudioFrame
 
 from ..audio import AudioFormat, validate_format
 from ..errors import BridgeError, ErrorCode
-
-if TYPE_CHECKING:
-    from av.audio.frame import AudioFrame
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ def make_decoder(format: str, rate: int | None = None) -> AudioDecoder:
     ``rate`` defaults to :data:`DEFAULT_RATES`; it is ignored for ``webm_opus``.
 
     Raises:
-        BridgeError: ``UNSUPPORTED_FORMAT`` for an unknown format or when PyAV, needed by
-            G.711 and WebM, is not installed; ``BAD_AUDIO_FORMAT`` for an impossible rate.
+        BridgeError: ``UNSUPPORTED_FORMAT`` for an unknown format; ``BAD_AUDIO_FORMAT``
+            for an impossible rate.
     """
     if format == "webm_opus":
         return _WebmOpusDecoder()
@@ -90,17 +94,6 @@ def make_decoder(format: str, rate: int | None = None) -> AudioDecoder:
     if format == "pcm16":
         return _Pcm16Decoder(fmt)
     return _G711Decoder(format, fmt)
-
-
-def _require_av(format: str) -> None:
-    """Import PyAV, or raise ``UNSUPPORTED_FORMAT`` saying how to install it."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        raise BridgeError(
-            ErrorCode.UNSUPPORTED_FORMAT,
-            f"format {format} needs PyAV: pip install 'wyoming-openai[formats]'",
-        ) from None
 
 
 def _frame_pcm(frame: AudioFrame) -> bytes:
@@ -134,9 +127,6 @@ class _G711Decoder(AudioDecoder):
     """Mono G.711 (one byte a sample, stateless) -> s16le at the same rate."""
 
     def __init__(self, format: str, fmt: AudioFormat) -> None:
-        _require_av(format)
-        import av
-
         self.output_format = fmt
         self._format = format
         ctx = av.CodecContext.create(_G711_CODECS[format], "r")
@@ -146,8 +136,6 @@ class _G711Decoder(AudioDecoder):
         self._ctx = ctx
 
     def feed(self, data: bytes) -> bytes:
-        import av
-
         if not data:  # an empty packet would flush (end) the decoder
             return b""
         try:
@@ -215,7 +203,6 @@ class _WebmOpusDecoder(AudioDecoder):
     """
 
     def __init__(self) -> None:
-        _require_av("webm_opus")
         self._pipe = _Pipe()
         self._pcm: deque[bytes] = deque()
         self._error: BridgeError | None = None
@@ -263,8 +250,6 @@ class _WebmOpusDecoder(AudioDecoder):
 
     def _run(self) -> None:
         """Thread body: demux and decode until end of input or ``aclose``."""
-        import av
-
         try:
             self._decode()
         except BridgeError as err:
@@ -294,8 +279,6 @@ class _WebmOpusDecoder(AudioDecoder):
             self._error = error
 
     def _decode(self) -> None:
-        import av
-
         with av.open(self._pipe, mode="r", format="webm") as container:
             streams = container.streams.audio
             if not streams or streams[0].codec_context.name not in ("opus", "libopus"):
@@ -321,3 +304,109 @@ class _WebmOpusDecoder(AudioDecoder):
                 self.output_format = AudioFormat(rate=OPUS_RATE, width=2, channels=1)
             self._pcm.append(_frame_pcm(frame))
         return True
+
+
+# ------------------------------------------------------------------------ uploaded files
+
+PROBE_BYTES = "4096"
+"""FFmpeg's ``probesize`` when opening an upload: every container's header names its audio
+track's rate within it, and FFmpeg's default (5 MB) makes it read a whole WAV file before
+the first packet. A file whose rate is not found so is probed again with the default."""
+
+
+class AudioFile:
+    """An uploaded audio file, opened for decoding. Blocking: use it in a worker thread.
+
+    Args:
+        data: the whole file (any container and codec FFmpeg reads).
+
+    Attributes:
+        source_format: the PCM :meth:`pcm` yields: mono s16le at the first audio track's
+            rate.
+
+    Raises:
+        BridgeError: (``__init__``) ``UNDECODABLE_AUDIO`` when FFmpeg recognises no
+            container or no audio track in ``data``.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._container = _open(data, {"probesize": PROBE_BYTES})
+        streams = self._container.streams.audio
+        if not streams or not streams[0].codec_context.sample_rate:  # probe it all
+            self._container.close()
+            self._container = _open(data, {})
+            streams = self._container.streams.audio
+        rate = streams[0].codec_context.sample_rate if streams else 0
+        fmt = AudioFormat(rate=rate, width=2, channels=1)
+        try:
+            validate_format(fmt)
+        except ValueError:
+            self._container.close()
+            reason = "no audio track" if not streams else f"an audio track at {rate} Hz"
+            raise _undecodable(reason) from None
+        self._stream = streams[0]
+        self.source_format = fmt
+
+    def pcm(self, stop: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
+        """The track's audio as mono PCM s16le (:attr:`source_format`), as it is decoded.
+
+        Decoding stops early once ``stop()`` is true. A packet that does not decode after
+        some audio did ends the audio there (logged): what was decoded is kept.
+
+        Raises:
+            BridgeError: ``UNDECODABLE_AUDIO`` when the first packets do not decode.
+        """
+        context = self._stream.codec_context
+        if context.name == "pcm_s16le" and context.layout.nb_channels == 1:
+            yield from self._packets(stop)  # already what is wanted: no decoding
+            return
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.source_format.rate)
+        decoded = False
+        try:
+            for packet in self._container.demux(self._stream):  # ends with a flush packet
+                if stop():
+                    return
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        decoded = True
+                        yield _frame_pcm(out)
+            for out in resampler.resample(None):
+                yield _frame_pcm(out)
+        except av.FFmpegError as err:
+            if not decoded:
+                raise _undecodable(err.strerror or str(err)) from None
+            _LOGGER.warning("Uploaded audio stops decoding (%s); keeping what came before", err)
+
+    def _packets(self, stop: Callable[[], bool]) -> Iterator[bytes]:
+        """The payloads of a mono PCM s16le track (a truncated file's odd last byte dropped)."""
+        odd = b""
+        try:
+            for packet in self._container.demux(self._stream):
+                if stop():
+                    return
+                data = odd + bytes(packet)
+                cut = len(data) & ~1
+                odd = data[cut:]
+                if cut:
+                    yield data[:cut]
+        except av.FFmpegError as err:
+            _LOGGER.warning("Uploaded audio stops decoding (%s); keeping what came before", err)
+
+    def close(self) -> None:
+        """Release FFmpeg's resources. Idempotent."""
+        self._container.close()
+
+
+def _open(data: bytes, options: dict[str, str]) -> av.container.InputContainer:
+    try:
+        return av.open(io.BytesIO(data), mode="r", options=options)
+    except (av.FFmpegError, ValueError) as err:
+        raise _undecodable(str(getattr(err, "strerror", None) or err)) from None
+
+
+def _undecodable(reason: str) -> BridgeError:
+    return BridgeError(
+        ErrorCode.UNDECODABLE_AUDIO,
+        f"the file is not audio this server can decode ({reason}); send WAV, MP3, FLAC, "
+        "OGG/Opus, WebM or M4A",
+    )

@@ -1,11 +1,17 @@
 """The web face: an aiohttp server beside the Wyoming one, on the same engines.
 
 Routes: ``GET /`` (the page) and ``/static/*``; ``GET /healthz``; ``WS /v1/transcriptions``
-(:mod:`.ws`); ``POST /v1/audio/speech`` (:mod:`.speech`). It only routes: every request is
-served by the engines :func:`~wyoming_openai.engines.build_engines` built, so the local
-fallback, warm sessions, speculative commit, model moves and redaction apply as on the
-Wyoming side. HTTP errors have OpenAI's shape, ``{"error": {"message", "type", "param",
-"code"}}`` (API reference, Error codes), with the status OpenAI would use.
+(:mod:`.ws`); ``POST /v1/audio/speech`` (:mod:`.speech`); ``POST /v1/audio/transcriptions``
+(:mod:`.transcriptions`); ``GET /v1/models`` and ``GET /v1/models/{id}`` (:mod:`.models`).
+It only routes: every request is served by the engines
+:func:`~wyoming_openai.engines.build_engines` built, so the local fallback, warm sessions,
+speculative commit, model moves and redaction apply as on the Wyoming side. HTTP errors
+have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}`` (API reference,
+Error codes), with the status OpenAI would use; also for an unknown route, a wrong method
+or a body too large under ``/v1/`` (404, 404, 413).
+
+``GET /metrics``: the Prometheus text format (:mod:`wyoming_openai.metrics`), behind the
+token as the API routes are (Prometheus sends it: ``authorization`` in a scrape config).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 from aiohttp import web
 
+from .. import metrics
 from ..audio import AudioFormat
 from ..config import Settings
 from ..endpointing import EarlyEnd
@@ -30,7 +39,9 @@ from ..stt.base import TranscribeRequest
 from .auth import Gate
 from .health import health
 from .live import Emit, LiveTranscription
+from .models import model_list, model_object
 from .speech import parse_request, stream_speech
+from .transcriptions import read_form, serve_transcription
 from .ws import Limits, TranscriptionSocket
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,6 +62,11 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_SESSIONS: 429,
     ErrorCode.UPSTREAM_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 503,
+    # OpenAI-compatible endpoints
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UPLOAD_TOO_LARGE: 413,
+    ErrorCode.UNDECODABLE_AUDIO: 415,
+    ErrorCode.UTTERANCE_TOO_LONG: 400,
 }
 """HTTP status of an error; anything else is 500."""
 
@@ -64,6 +80,25 @@ def error_response(error: BridgeError) -> web.Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
     return web.json_response(body, status=status)
+
+
+@web.middleware
+async def openai_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 404, 405 and 413 under ``/v1/`` as OpenAI's error body (OpenAI
+    answers an unknown route or method with 404 ``Invalid URL (METHOD /path)``)."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        if not request.path.startswith("/v1/"):
+            raise
+        message = f"Invalid URL ({request.method} {request.path})"
+        return error_response(BridgeError(ErrorCode.NOT_FOUND, message))
+    except web.HTTPRequestEntityTooLarge:
+        if not request.path.startswith("/v1/"):
+            raise
+        return error_response(BridgeError(ErrorCode.UPLOAD_TOO_LARGE, "the body is too large"))
 
 
 def _is_local(host: str) -> bool:
@@ -97,6 +132,7 @@ class WebFace:
         self._sockets: set[TranscriptionSocket] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._created = int(time.time())
         self.ready = False
         """Whether the engines are prepared (``/healthz`` answers 200 once set)."""
 
@@ -125,12 +161,19 @@ class WebFace:
             OSError: the address cannot be listened on.
             ssl.SSLError: the certificate or key cannot be loaded.
         """
-        app = web.Application(client_max_size=self._settings.web.max_frame_bytes + 64 * 1024)
+        app = web.Application(
+            client_max_size=self._settings.web.max_frame_bytes + 64 * 1024,
+            middlewares=[openai_errors],
+        )
         app.router.add_get("/", self._page)
         app.router.add_static("/static/", STATIC, show_index=False)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/v1/transcriptions", self._transcriptions)
         app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/v1/audio/transcriptions", self._audio_transcriptions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{id}", self._model)
         web_settings = self._settings.web
         context = None
         if web_settings.certfile is not None and web_settings.keyfile is not None:
@@ -173,6 +216,14 @@ class WebFace:
         status, body = health(self._engines, self.ready, self._gate.token_required)
         return web.json_response(body, status=status)
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            self._gate.check_http(request)  # Prometheus sends it (scrape config: authorization)
+        except BridgeError as err:
+            return error_response(err)
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         try:
             self._gate.check_http(request)
@@ -180,13 +231,50 @@ class WebFace:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError):
                 raise BridgeError(ErrorCode.BAD_REQUEST, "the body must be JSON") from None
-            text, voice = parse_request(body, self._settings.limits.max_text_chars)
+            speech = parse_request(body, self._settings.limits.max_text_chars)
             return await stream_speech(
-                request, self._engines.tts, text, voice, self._settings.tts.lookahead
+                request, self._engines.tts, speech, self._settings.tts.lookahead
             )
         except BridgeError as err:
             _LOGGER.info("Speech request refused: %s", err)
+            metrics.failed("http", "tts", err.code)
             return error_response(err)
+
+    async def _audio_transcriptions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._gate.check_http(request)
+            form = await read_form(request, self._settings.web.max_upload_bytes)
+            return await serve_transcription(
+                request,
+                self._engines.stt,
+                form,
+                max_seconds=self._settings.limits.max_utterance_seconds,
+                default_language=self._settings.stt.language,
+            )
+        except BridgeError as err:
+            _LOGGER.info("Transcription request refused: %s", err)
+            metrics.failed("http", "stt", err.code)
+            return error_response(err)
+        except ConnectionError:
+            _LOGGER.debug("Transcription client hung up")
+            return web.Response(status=499)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        try:
+            self._gate.check_http(request)
+        except BridgeError as err:
+            return error_response(err)
+        return web.json_response(model_list(self._engines, self._settings, self._created))
+
+    async def _model(self, request: web.Request) -> web.Response:
+        try:
+            self._gate.check_http(request)
+            entry = model_object(
+                self._engines, self._settings, self._created, request.match_info["id"]
+            )
+        except BridgeError as err:
+            return error_response(err)
+        return web.json_response(entry)
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         protocol = self._gate.protocol_token(request)

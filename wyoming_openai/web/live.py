@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .. import metrics
 from ..audio import AudioFormat
 from ..endpointing import EarlyEnd, Endpointer, EndReason
 from ..errors import BridgeError, ErrorCode
@@ -234,6 +235,7 @@ class LiveTranscription:
             await self._emit(Partial("".join(utterance.words).strip()))
             return False
         text = result.text.strip()
+        metrics.transcribed("websocket", utterance.ended_at, result.fallback)
         if text:
             ended = utterance.ended_at or time.monotonic()
             await self._emit(Final(text, (time.monotonic() - ended) * 1000))

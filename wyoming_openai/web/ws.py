@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .. import metrics
 from ..audio import AudioFormat
 from ..endpointing import EarlyEnd
 from ..errors import BridgeError, ErrorCode
@@ -136,6 +137,7 @@ class TranscriptionSocket:
         """Send ``error`` and close with its code (the session ends)."""
         if self._ws.closed:
             return
+        metrics.failed("websocket", "stt", error.code)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.send_json({"error": error.message, "code": error.code.value})
             await self._ws.close(code=CLOSE_CODES.get(error.code, INTERNAL))

@@ -30,6 +30,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics
 from ... import realtime_wire as wire
 from ...audio import PCM_24K_MONO
 from ...catalogue import DEFAULT_MODELS
@@ -37,6 +38,7 @@ from ...config import SttSettings
 from ...errors import BridgeError, ErrorCode
 from ...hedge import LatencyTracker
 from ...retry import RetryPolicy
+from ...warm import Health
 from ..base import TranscribeRequest
 from ..openai_base import OpenAISttEngine
 from .pool import WARM_RENEW_MARGIN, WarmSessions
@@ -63,6 +65,8 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: seconds from ``audio-stop`` to the transcript, retries included.
         retry: back-off between attempts.
         warm_renew_margin: seconds before expiry a warm session is replaced.
+        health: told when warm sessions cannot be opened (an outage) and when they can
+            again (``fallback.LocalHold``).
         finalize: times finalizes and says when one is overdue (default: never).
     """
 
@@ -77,16 +81,17 @@ class RealtimeSttEngine(OpenAISttEngine):
         result_timeout: float,
         retry: RetryPolicy | None = None,
         warm_renew_margin: float = WARM_RENEW_MARGIN,
+        health: Health | None = None,
         finalize: LatencyTracker | None = None,
     ) -> None:
         super().__init__(client, settings, retry)
         self.connect_timeout = connect_timeout
         self.result_timeout = result_timeout
         self.speculative_commit = settings.speculative_commit
+        """Whether sessions commit at the end of speech a local detector hears."""
         self.finalize = finalize or LatencyTracker.off("transcription finalize")
         """Time from a commit to its transcript; when overdue, sessions hedge."""
-        """Whether sessions commit at the end of speech a local detector hears."""
-        self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin)
+        self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin, health)
         self._closing: set[asyncio.Task[None]] = set()
         self._preload: asyncio.Task[Any] | None = None
 
@@ -151,9 +156,10 @@ class RealtimeSttEngine(OpenAISttEngine):
         warm = await self.warm.take()
         if warm is not None:
             try:
-                await self._configure(warm.connection, request, warm.config)
+                await self._configure(warm.connection, request, warm.session)
                 return warm.connection
             except BaseException:
+                metrics.session_closed(warm.connection)
                 with contextlib.suppress(Exception):
                     await warm.connection.close()
                 raise
@@ -176,11 +182,13 @@ class RealtimeSttEngine(OpenAISttEngine):
         connection = await self._client.realtime.connect(
             extra_query={"intent": "transcription"}
         ).enter()
+        metrics.session_opened("stt", connection)
         try:
             created = await wire.expect(connection, "session.created", WHAT)
             await self._configure(connection, request, None)
             return connection, wire.expires_at(created)
         except BaseException:
+            metrics.session_closed(connection)
             with contextlib.suppress(Exception):
                 await connection.close()
             raise
@@ -214,3 +222,4 @@ class RealtimeSttEngine(OpenAISttEngine):
                         SUCCESSOR_MODEL,
                     )
                     self._model = SUCCESSOR_MODEL
+                    metrics.model_moved("stt", model, SUCCESSOR_MODEL)

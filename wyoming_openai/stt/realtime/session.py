@@ -42,8 +42,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ... import metrics, upstream
 from ... import realtime_wire as wire
-from ... import upstream
 from ...audio import PCM_24K_MONO
 from ...errors import BridgeError, ErrorCode
 from ..base import (
@@ -268,6 +268,7 @@ class RealtimeSttSession(SttSession):
             )
             delay = self._engine.retry.delay(retry)
             retry += 1
+            metrics.retried("stt")
             if self._finished:
                 await asyncio.sleep(delay)
             else:  # audio-stop ends the wait: try at once

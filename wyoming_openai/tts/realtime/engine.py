@@ -24,8 +24,11 @@ OpenAI shuts every ``/v1/audio/speech`` model down on 2027-01-06 and points at
   (``RealtimeAudioConfigOutput.voice``), and ``audio.output.speed`` is 0.25 to 1.5;
 - a session lasts at most 60 minutes (then ``error session_expired`` and a 1001 close).
 
-Design: sessions are pooled by voice (:mod:`.pool`) and reused, one response at a time
-each, and renewed before the 60-minute limit. After a response its items are deleted, so
+Design: sessions are kept by voice (:mod:`.pool`, on the shared warm-session pool of
+:mod:`wyoming_openai.warm`): the default voice's session is opened and configured ahead of
+the first request, each voice used stays warm (``tts.warm_voices``, least recently used
+closed first), sessions are reused one response at a time each, and renewed before the
+60-minute limit. After a response its items are deleted, so
 every response sees only the instructions and its own text (a growing conversation would
 make the model re-read, and pay for, every earlier piece). Cancelling a synthesis (the
 client went away) sends ``response.cancel``. The model is conversational, so the words it
@@ -36,19 +39,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ... import metrics, upstream
 from ... import realtime_wire as wire
-from ... import upstream
 from ...audio import PCM_24K_MONO, REALTIME_PCM_RATE
 from ...catalogue import OPENAI_VOICES
 from ...config import TtsSettings
 from ...errors import BridgeError, ErrorCode
-from ..base import TtsEngine, VoiceInfo
+from ...retry import RetryPolicy
+from ...warm import Health, Opened, WarmPool
+from ..base import SpeechOptions, TtsEngine, VoiceInfo
 from .fidelity import check_fidelity
 from .pool import SpeechSession, SpeechSessions
 
@@ -66,8 +73,8 @@ WHAT = "speech synthesis"
 MAX_TEXT_CHARS = 4096
 """Text per response (the same pieces as ``/v1/audio/speech``: one sentence group each)."""
 
-SESSION_MAX_AGE = 55 * 60.0
-"""Seconds a session is used for; the service ends sessions at 60 minutes."""
+WARM_VOICES = 2
+"""Voices whose sessions are kept warm when the engine is built without a number."""
 
 SETTLE_TIMEOUT = 10.0
 """Seconds for a finished or cancelled response's trailing events before the session is
@@ -93,6 +100,20 @@ IGNORED_ERROR_CODES = frozenset({"response_cancel_not_active", "item_not_found"}
 """``error`` codes that only say a cancel or delete of ours came too late."""
 
 _event_ids = itertools.count(1)
+
+
+def _ends_waiting_session(event: dict[str, Any]) -> bool:
+    """Whether an event read from a waiting session retires it: an ``error`` that is not
+    about a late delete or cancel of ours (e.g. ``session_expired``)."""
+    if event.get("type") != "error":
+        return False
+    error = event.get("error")
+    if not isinstance(error, dict):
+        return True
+    event_id = str(error.get("event_id") or "")
+    return not event_id.startswith(DELETE_EVENT_PREFIX) and error.get("code") not in (
+        IGNORED_ERROR_CODES
+    )
 
 
 @dataclass
@@ -189,8 +210,9 @@ class RealtimeSpeechEngine(TtsEngine):
             ``speed``, ``instructions``, ``realtime_max_wer``, ``languages``).
         connect_timeout: seconds to open and configure a session.
         response_timeout: seconds the service may stay silent while a response is due.
-        max_session_age: seconds a session is used before a fresh one replaces it (the
-            service's limit is 60 minutes).
+        retry: back-off between failed attempts to open a warm session.
+        health: told when warm sessions cannot be opened (an outage) and when they can
+            again (``fallback.LocalHold``).
     """
 
     output_format = PCM_24K_MONO
@@ -202,13 +224,23 @@ class RealtimeSpeechEngine(TtsEngine):
         settings: TtsSettings,
         connect_timeout: float,
         response_timeout: float,
-        max_session_age: float = SESSION_MAX_AGE,
+        retry: RetryPolicy | None = None,
+        health: Health | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._connect_timeout = connect_timeout
         self._response_timeout = response_timeout
-        self._sessions = SpeechSessions(max_session_age)
+        self._sessions = SpeechSessions(
+            self._open,
+            max_voices=settings.warm_voices,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            ends_session=_ends_waiting_session,
+            health=health,
+        )
+        self._preload: asyncio.Task[Any] | None = None
+        self._parser_ready = False
         self._substituted: set[str] = set()
         if settings.speed > MAX_SPEED:
             _LOGGER.info(
@@ -270,12 +302,17 @@ class RealtimeSpeechEngine(TtsEngine):
             "audio": {"input": {"turn_detection": None}, "output": output},
         }
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
+        """``options`` are not applied: a session's speed and instructions are set once,
+        by ``session.update``, for every response it gives (``tts.speed``)."""
+        del options
         frame = self.output_format.frame_bytes
         yielded = False
         for attempt in range(2):
             session = await self._acquire(voice)
-            reused = session.responses > 0
+            reused = session.warm
             response = _Response(text=text, item_id=f"item_wo{next(_event_ids):020d}")
             carry = b""
             try:
@@ -310,45 +347,67 @@ class RealtimeSpeechEngine(TtsEngine):
                 _LOGGER.debug("Dropping %d trailing byte(s) of a partial sample", len(carry))
             return
 
+    async def prepare(self) -> None:
+        """Keep a session of the default voice warm from now on (:meth:`keep_warm`)."""
+        self.keep_warm()
+
+    def keep_warm(self) -> None:
+        """Open a configured session of the default voice ahead of the first request and
+        keep it ready (renewed, replaced); the SDK's realtime module is imported in a worker
+        thread first, so the event loop is not blocked by it. Idempotent; needs a running
+        event loop."""
+        if self._preload is None:
+            self._preload = asyncio.create_task(
+                asyncio.to_thread(importlib.import_module, "openai.resources.realtime")
+            )
+        if not self._sessions.pool.running:
+            self._sessions.keep_warm(self.default_voice(), self._preload)
+
+    @property
+    def warm(self) -> WarmPool[str, SpeechSession]:
+        """The warm sessions (voices kept warm, sessions ready, sessions opened ahead)."""
+        return self._sessions.pool
+
     async def aclose(self) -> None:
         """Cancel pending clean-ups and close every session."""
         await self._sessions.aclose()
+        if self._preload is not None:
+            await asyncio.gather(self._preload, return_exceptions=True)
 
     # ------------------------------------------------------------------ the pool
 
     async def _acquire(self, voice: str) -> SpeechSession:
-        """A pooled session of ``voice``, else a new one.
+        """A warm session of ``voice``, else a new one.
 
         Raises:
             BridgeError: a new session could not be opened and configured.
         """
-        return await self._sessions.acquire(voice, self._open)
+        return await self._sessions.acquire(voice)
 
-    async def _open(self, voice: str) -> SpeechSession:
-        """Connect, await ``session.created``, configure, await ``session.updated``.
+    async def _open(self, voice: str) -> Opened[SpeechSession]:
+        """Connect, await ``session.created``, configure, await ``session.updated`` (the
+        pool bounds the time and classifies failures).
 
         Raises:
-            BridgeError: classified by :mod:`wyoming_openai.upstream`.
+            Exception: SDK/WebSocket/network errors, or :class:`BridgeError`.
         """
+        connection = await self._client.realtime.connect(
+            model=self._settings.realtime_model
+        ).enter()
+        metrics.session_opened("tts", connection)
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                connection = await self._client.realtime.connect(
-                    model=self._settings.realtime_model
-                ).enter()
-                session = SpeechSession(connection, voice)
-                self._sessions.track(session)
-                try:
-                    await wire.expect(connection, "session.created", WHAT)
-                    await connection.session.update(session=self.session_config(voice))
-                    await wire.expect(connection, "session.updated", WHAT)
-                except BaseException:
-                    self._sessions.discard(session)
-                    raise
-        except asyncio.CancelledError:
+            created = await wire.expect(connection, "session.created", WHAT)
+            await connection.session.update(session=self.session_config(voice))
+            updated = await wire.expect(connection, "session.updated", WHAT)
+            if not self._parser_ready:
+                # The SDK builds its server-event models on first use: parse one event now,
+                # in a worker thread, so the first reply does not pay for it.
+                await asyncio.to_thread(connection.parse_event, json.dumps(updated))
+                self._parser_ready = True
+        except BaseException:
+            await asyncio.shield(wire.close_quietly(connection))
             raise
-        except Exception as exc:
-            raise upstream.from_exception(exc, WHAT) from exc
-        return session
+        return Opened(SpeechSession(connection, voice), connection, wire.expires_at(created))
 
     async def _request(self, session: SpeechSession, response: _Response) -> None:
         """Send the text as a user message and ask for a response."""

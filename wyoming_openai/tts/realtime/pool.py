@@ -1,25 +1,25 @@
-"""Realtime speech sessions pooled by voice: reused one response at a time, renewed before
-the service's 60-minute limit, and closed in the background when dropped."""
+"""Realtime speech sessions per voice: kept warm ahead of requests by the shared
+:class:`~wyoming_openai.warm.WarmPool` (one ready session per voice in use, renewed before
+the service's 60-minute limit, ``tts.warm_voices`` voices, least recently used closed
+first), lent one response at a time, and finished or closed in the background."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ... import realtime_wire as wire
+from ...retry import RetryPolicy
+from ...warm import Health, Opened, Warm, WarmPool
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-_LOGGER = logging.getLogger(__name__)
-
 MAX_IDLE_PER_VOICE = 2
-"""Idle sessions kept per voice (a stream synthesizes ``tts.lookahead`` pieces at once)."""
+"""Ready sessions kept per voice (a stream synthesizes ``tts.lookahead`` pieces at once)."""
 
 SETTLE_WAIT = 1.0
 """Seconds a request waits for a session of its voice that is finishing its previous
@@ -29,12 +29,18 @@ stream, piece N+2 starts the moment piece N's audio is complete."""
 
 @dataclass(eq=False)
 class SpeechSession:
-    """One realtime WebSocket session configured for one voice."""
+    """One realtime WebSocket session configured for one voice.
+
+    Attributes:
+        warm: whether it was open before the request that uses it (opened ahead, or
+            used before).
+    """
 
     connection: AsyncRealtimeConnection
     voice: str
     opened_at: float = field(default_factory=time.monotonic)
     responses: int = 0
+    warm: bool = False
 
     @property
     def age(self) -> float:
@@ -43,51 +49,85 @@ class SpeechSession:
 
 
 class SpeechSessions:
-    """The pool: idle sessions per voice, those finishing a response ("settling"), and the
-    background tasks that finish or close them.
+    """The pool: warm sessions per voice, those finishing a response ("settling"), and
+    the background tasks that finish them.
 
     Args:
-        max_session_age: seconds a session is used before a fresh one replaces it.
+        open_session: connects and configures a session for a voice.
+        max_voices: voices kept warm (``tts.warm_voices``), least recently used closed first.
+        connect_timeout: seconds to open and configure a session.
+        retry: back-off between failed attempts to open a warm session.
+        ends_session: whether an event read from a waiting session retires it.
+        health: told when warm sessions cannot be opened (an outage) and when they can again.
     """
 
-    def __init__(self, max_session_age: float) -> None:
-        self._max_session_age = max_session_age
-        self._idle: dict[str, list[SpeechSession]] = {}
+    def __init__(
+        self,
+        open_session: Callable[[str], Awaitable[Opened[SpeechSession]]],
+        *,
+        max_voices: int,
+        connect_timeout: float,
+        retry: RetryPolicy | None = None,
+        ends_session: Callable[[dict[str, Any]], bool] | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self._pool: WarmPool[str, SpeechSession] = WarmPool(
+            "speech",
+            open_session,
+            kind="tts",
+            spares=1,
+            max_keys=max_voices,
+            reusable=True,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            max_idle=MAX_IDLE_PER_VOICE,
+            ends_session=ends_session,
+            health=health,
+        )
+        self._leases: dict[SpeechSession, Warm[str, SpeechSession]] = {}
         self._settling: dict[str, int] = {}
         self._changed = asyncio.Event()
-        self._open: set[SpeechSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
-        """Set by :meth:`aclose`: sessions are no longer kept."""
 
-    async def acquire(
-        self, voice: str, open_session: Callable[[str], Awaitable[SpeechSession]]
-    ) -> SpeechSession:
-        """An idle session of ``voice`` young enough to use (waiting up to
-        :data:`SETTLE_WAIT` s for one that is finishing), else ``open_session(voice)``.
+    @property
+    def closed(self) -> bool:
+        """Set by :meth:`aclose`: sessions are no longer kept."""
+        return self._pool.closed
+
+    @property
+    def pool(self) -> WarmPool[str, SpeechSession]:
+        """The warm-session pool (its voices, ready sessions, sessions opened ahead)."""
+        return self._pool
+
+    def keep_warm(self, voice: str, after: Awaitable[Any] | None = None) -> None:
+        """Keep a session of ``voice`` ready from now on (opened once ``after`` is done)."""
+        self._pool.use(voice)
+        self._pool.start(after)
+
+    async def acquire(self, voice: str) -> SpeechSession:
+        """A ready session of ``voice`` (waiting up to :data:`SETTLE_WAIT` s for one that
+        is finishing its response), else a new one; either way ``voice`` is kept warm from
+        now on. Hand it back with :meth:`settle`, :meth:`release` or :meth:`discard`.
 
         Raises:
-            Exception: whatever ``open_session`` raises.
+            BridgeError: a new session could not be opened and configured.
         """
+        self._pool.use(voice)
         deadline = time.monotonic() + SETTLE_WAIT
         while True:
-            idle = self._idle.get(voice, [])
-            while idle:
-                session = idle.pop()
-                if session.age < self._max_session_age:
-                    return session
-                _LOGGER.debug("Renewing a realtime session after %.0f s", session.age)
-                self.discard(session)
+            warm = await self._pool.take(voice)
+            if warm is not None:
+                warm.session.warm = True
+                self._leases[warm.session] = warm
+                return warm.session
             remaining = deadline - time.monotonic()
             if not self._settling.get(voice) or remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-        return await open_session(voice)
-
-    def track(self, session: SpeechSession) -> None:
-        """Count a newly opened session as open (closed by :meth:`aclose`)."""
-        self._open.add(session)
+        warm = await self._pool.open_now(voice)
+        self._leases[warm.session] = warm
+        return warm.session
 
     def settle(self, session: SpeechSession, finish: Callable[[], Awaitable[None]]) -> None:
         """Run ``finish()`` (which ends with :meth:`release` or :meth:`discard`) in the
@@ -104,18 +144,16 @@ class SpeechSessions:
             self._changed = asyncio.Event()
 
     def release(self, session: SpeechSession) -> None:
-        """Make ``session`` idle for its voice (or close it when enough are idle)."""
-        idle = self._idle.setdefault(session.voice, [])
-        if self.closed or len(idle) >= MAX_IDLE_PER_VOICE:
-            self.discard(session)
-        else:
-            idle.append(session)
+        """``session`` is ready for its voice again (or closed: see ``WarmPool.give_back``)."""
+        warm = self._leases.pop(session, None)
+        if warm is not None:
+            self._pool.give_back(warm)
 
     def discard(self, session: SpeechSession) -> None:
         """Close ``session`` in the background; it is never used again."""
-        if session in self._open:
-            self._open.discard(session)
-            self.spawn(wire.close_quietly(session.connection))
+        warm = self._leases.pop(session, None)
+        if warm is not None:
+            self._pool.drop(warm)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task the pool owns (cancelled by :meth:`aclose`)."""
@@ -129,14 +167,10 @@ class SpeechSessions:
 
     async def aclose(self) -> None:
         """Cancel pending clean-ups and close every session."""
-        self.closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        sessions = list(self._open)
-        self._open.clear()
-        self._idle.clear()
-        await asyncio.gather(
-            *(wire.close_quietly(s.connection) for s in sessions), return_exceptions=True
-        )
+        for session in list(self._leases):
+            self.discard(session)
+        await self._pool.aclose()
