@@ -19,7 +19,7 @@ it knows how long healthy answers take, as a running server does. Then, per run:
 - healthy OpenAI: ``audio-stop`` -> ``transcript``, and how many second sessions were
   started (hedges: must be 0).
 
-Run: ``script/bench --skip stt,wer,tts,scale,web`` (only these rows).
+Run: ``script/bench --skip stt,wer,tts,scale,web,http,warm`` (only these rows).
 """
 
 from __future__ import annotations
