@@ -741,7 +741,7 @@ async def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm",
+        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -804,6 +804,10 @@ async def main() -> None:
             await with_server(fake, args, {}, transcription_rows, web=True)
         if "warm" not in skip:
             await warm_speech.section(table, fake, args.server_root, args.runs)
+        if "outage" not in skip:
+            from benchmarks.outages import outage_rows  # it imports this module
+
+            await outage_rows(table, args)
     finally:
         await fake.stop()
 

@@ -50,7 +50,8 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
     (``--stt-warm-sessions 0``), so each utterance's upstream session is the one it opened,
     unless ``argv`` says otherwise: ``tests/test_warm_sessions.py`` covers them. Piper speaks
     without its random variation (noise scales 0), so Whisper hears its words alike every
-    run."""
+    run. No hedged requests (the fake's Whisper, loading its model, is slower than OpenAI's
+    ceiling), unless ``argv`` has ``--openai-hedge``: ``tests/test_hedge.py`` covers them."""
     return load_settings(
         [
             "--uri",
@@ -69,7 +70,7 @@ def make_settings(base_url: str, *argv: str, api_key: str = API_KEY) -> Settings
             "0",
             *argv,
         ],
-        {"OPENAI_API_KEY": api_key},
+        {"OPENAI_API_KEY": api_key, "WYOMING_OPENAI_OPENAI_HEDGE": "false"},
     )
 
 

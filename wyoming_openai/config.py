@@ -64,6 +64,33 @@ class OpenAISettings(_Section):
     max_retries: int = Field(
         2, ge=0, le=10, description="Retries of a failed HTTP request (429, 5xx, network)."
     )
+    # Hedged requests (wyoming_openai.hedge): healthy finalize/first byte is 0.15-0.7 s, so
+    # a floor of 1 s never fires on a healthy service; the ceiling bounds the wait for a
+    # slow one, well inside openai.timeout.
+    hedge: bool = Field(
+        True,
+        description=(
+            "When OpenAI's answer is overdue (past the rolling p99 of healthy answers, kept "
+            "between hedge_floor and hedge_ceiling), start the next option at once: a fresh "
+            "session or request, and with fallback local the local engine; the first answer "
+            "wins. false: only openai.timeout ends a wait."
+        ),
+    )
+    hedge_floor: float = Field(
+        1.0, gt=0, description="Shortest wait before an answer counts as overdue, seconds."
+    )
+    hedge_ceiling: float = Field(
+        2.5,
+        gt=0,
+        description="Longest wait before an answer counts as overdue (also with no history yet), "
+        "seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _hedge_bounds(self) -> OpenAISettings:
+        if self.hedge_ceiling < self.hedge_floor:
+            raise ValueError("openai.hedge_ceiling must be at least openai.hedge_floor")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -27,6 +27,7 @@ from openai import AsyncOpenAI
 from .config import Settings
 from .errors import BridgeError
 from .fallback import LocalHold
+from .hedge import LatencyTracker
 from .metrics import Kind
 from .openai_client import make_client
 from .plan import EnginePlan, plan_engines
@@ -118,7 +119,10 @@ def build_engines(settings: Settings, plan: EnginePlan | None = None) -> Engines
     if stt_hold is not None and tts_hold is not None:
         stt = FallbackSttEngine(stt, LocalWhisperEngine(settings.local, settings.stt), stt_hold)
         tts = FallbackTtsEngine(
-            tts, PiperTtsEngine(settings.local, output_format=tts.output_format), tts_hold
+            tts,
+            PiperTtsEngine(settings.local, output_format=tts.output_format),
+            tts_hold,
+            LatencyTracker.from_settings("speech first audio", settings.openai),
         )
     return Engines(plan, stt, tts, client)
 
@@ -153,6 +157,7 @@ def _openai_stt(client: AsyncOpenAI, settings: Settings, health: Health | None) 
         result_timeout=settings.openai.timeout,
         retry=_retry(settings, "stt"),
         health=health,
+        finalize=LatencyTracker.from_settings("transcription finalize", settings.openai),
     )
 
 
@@ -166,7 +171,12 @@ def _openai_tts(client: AsyncOpenAI, settings: Settings, health: Health | None) 
     ``/v1/audio/speech`` engine alone.
     """
     tts = settings.tts
-    speech = OpenAISpeechEngine(client, tts, _retry(settings, "tts"))
+    speech = OpenAISpeechEngine(
+        client,
+        tts,
+        _retry(settings, "tts"),
+        LatencyTracker.from_settings("speech first byte", settings.openai),
+    )
     if tts.mode == "speech":
         return speech
     realtime = RealtimeSpeechEngine(

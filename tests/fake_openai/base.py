@@ -49,6 +49,11 @@ class _FakeOpenAIBase:
     realtime_errors: list[str]
     realtime_says: Callable[[str], str] | None
     realtime_delta_bytes: int
+    # Hedging faults (tests/test_hedge.py)
+    hang_handshake: bool
+    stall_after_commit: int
+    speech_stalls: int
+    hung_handshakes: int
 
     # Records
     rejected_requests: int
@@ -63,6 +68,14 @@ class _FakeOpenAIBase:
     _tasks: set[asyncio.Task[Any]]
     _connections: set[_RealtimeConnection]
     _sessions_changed: asyncio.Condition
+
+    async def _until_client_gone(self, request: web.Request) -> None:
+        """Wait until the client closes the connection of ``request`` (or the fake stops)."""
+        while not self._stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.01)
 
     @staticmethod
     def _error_response(

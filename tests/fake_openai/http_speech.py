@@ -74,6 +74,13 @@ class _HttpSpeech(_FakeOpenAIBase):
         started = time.monotonic()
         record = SpeechStreamRecord(request=body, started_at=started)
         self.speech_streams.append(record)  # at arrival, with its request: tests wait on these
+        if self.speech_stalls > 0:
+            self.speech_stalls -= 1
+            record.stalled = True
+            await self._until_client_gone(request)
+            record.aborted = True
+            record.finished_at = time.monotonic()
+            return web.Response(status=503)
         synthesizer = self.synthesizer or default_synthesizer
         try:
             audio = await asyncio.to_thread(synthesizer, body["input"], voice)

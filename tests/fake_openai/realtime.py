@@ -117,6 +117,10 @@ class _RealtimeConnections(_FakeOpenAIBase):
             return self._error_response(
                 400, _ApiError(None, "Expected a WebSocket upgrade request.")
             )
+        if self.hang_handshake:
+            self.hung_handshakes += 1
+            await self._until_client_gone(request)
+            return web.Response(status=503)
         await ws.prepare(request)
         record = RealtimeSessionRecord(
             query=dict(request.query),

@@ -118,6 +118,13 @@ class _RealtimeTranscription(_RealtimeConnections):
     ) -> None:
         """One validated client event of a transcription session."""
         event_type = data["type"]
+        if conn.record.stalled:
+            return  # recorded, never answered
+        if event_type == "input_audio_buffer.commit" and self.stall_after_commit > 0:
+            self.stall_after_commit -= 1
+            conn.record.stalled = True
+            conn.record.commit_times.append(time.monotonic())
+            return
         if event_type == "session.update":
             await self._on_session_update(conn, data, event_id)
         elif event_type == "input_audio_buffer.append":

@@ -55,6 +55,8 @@ class RealtimeSessionRecord:
     closed_at: float | None = None
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    stalled: bool = False
+    """The session stopped answering at its first commit (``stall_after_commit``)."""
 
     def events_of_type(self, event_type: str) -> list[dict[str, Any]]:
         """Server events of ``event_type`` sent so far, in order."""
@@ -73,3 +75,5 @@ class SpeechStreamRecord:
     finished_at: float | None = None
     completed: bool = False
     aborted: bool = False
+    stalled: bool = False
+    """The request never got a byte (``speech_stalls``); ``aborted`` once the client left."""

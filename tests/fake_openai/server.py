@@ -76,6 +76,16 @@ class FakeOpenAI(
         realtime_delta_bytes: PCM bytes per ``response.output_audio.delta`` (whole samples);
             speech responses also honour ``tts_first_byte_delay`` and ``tts_chunk_interval``.
 
+    Hedging faults (plain attributes, set while running; turning one off is the recovery):
+        hang_handshake: Realtime WebSocket handshakes are read but never answered (TCP
+            accepted, no HTTP 101): the connect itself hangs. Counted in
+            :attr:`hung_handshakes`; no session record is made.
+        stall_after_commit: the next this-many ``input_audio_buffer.commit`` events (on any
+            transcription session, warm ones too) are never answered, nor anything after
+            them on that session (events still recorded; ``RealtimeSessionRecord.stalled``).
+        speech_stalls: the next this-many ``/v1/audio/speech`` requests never send a byte
+            (``SpeechStreamRecord.stalled``; ``aborted`` once the client closed it).
+
     Records (appended in order): :attr:`realtime_sessions`, :attr:`speech_requests`,
     :attr:`speech_streams`, :attr:`transcription_requests`, :attr:`validation_failures`.
     """
@@ -143,6 +153,11 @@ class FakeOpenAI(
         self.realtime_errors: list[str] = list(realtime_errors or [])
         self.realtime_says: Callable[[str], str] | None = realtime_says
         self.realtime_delta_bytes = realtime_delta_bytes
+        self.hang_handshake = False
+        self.stall_after_commit = 0
+        self.speech_stalls = 0
+        self.hung_handshakes = 0
+        """Realtime handshakes left unanswered by ``hang_handshake``."""
 
         self.realtime_sessions: list[RealtimeSessionRecord] = []
         """One record per accepted Realtime WebSocket, in connection order."""

@@ -8,6 +8,11 @@ the audio follows it, and the local transcript is the answer: the client sees a 
 not an error. Transcript deltas already sent by OpenAI are not repeated: the local session
 then only contributes the final transcript. Each fallback is logged once, with its cause.
 
+Hedged (:mod:`wyoming_openai.hedge`): when the OpenAI session says its answer is overdue
+(``overdue``), the local session starts at once beside it (the audio so far, then the
+rest). The first final transcript wins and the other session is closed; a local one
+coming first counts as an outage.
+
 After a fallback, the next utterances go straight to the local engine for
 ``fallback_retry_after`` seconds (:class:`~wyoming_openai.fallback.LocalHold`), so an
 outage does not cost every command OpenAI's deadline.
@@ -15,14 +20,16 @@ outage does not cost every command OpenAI's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..audio import AudioFormat
-from ..errors import BridgeError
+from ..errors import BridgeError, ErrorCode
 from ..fallback import LocalHold
+from ..hedge import Hedgeable
 from .base import (
     SttEngine,
     SttModelInfo,
@@ -125,12 +132,15 @@ class FallbackSttSession(SttSession):
         self._local: SttSession | None = None
         self._finished = False
         self._sent_deltas = False
+        self._primary_alive = True  # OpenAI may still answer
         self._detector = primary.speech_detector
 
     def send_audio(self, pcm: bytes) -> None:
         if self._local is not None:
             self._local.send_audio(pcm)
-            if self._detector is not None and not self._finished:
+            if self._primary_alive:  # racing: OpenAI goes on too (it feeds the detector)
+                self._primary.send_audio(pcm)
+            elif self._detector is not None and not self._finished:
                 self._detector.feed(pcm)  # the end of the utterance is still heard
             return
         if self._tee is not None:
@@ -145,46 +155,132 @@ class FallbackSttSession(SttSession):
         if self._finished:
             return
         self._finished = True
-        (self._local or self._primary).finish()
+        if self._local is not None:
+            self._local.finish()
+        if self._primary_alive:
+            self._primary.finish()
 
     @property
     def speech_detector(self) -> EndOfSpeechDetector | None:
         """The primary's detector; after a fallback this session feeds it itself."""
         return self._detector
 
-    async def results(self) -> AsyncIterator[TranscriptEvent]:
-        try:
-            async for event in self._primary.results():
-                if isinstance(event, TranscriptDelta):
-                    self._sent_deltas = True
-                yield event
-            return
-        except BridgeError as err:
-            if not err.outage or self._tee is None:
-                raise
-            cause = err
-        self._hold.trip(cause)
-        await self._primary.aclose()
-        tee, self._tee = bytes(self._tee), None
-        _LOGGER.warning(
-            "OpenAI transcription failed (%s): transcribing this utterance locally "
-            "(%.1f s of audio so far%s)",
-            cause,
-            self._format.duration_ms(len(tee)) / 1000,
-            ", speech ended" if self._finished else ", speech goes on",
-        )
+    def _start_local(self) -> SttSession:
+        """The local session, given the utterance so far (the rest follows it)."""
+        tee = bytes(self._tee or b"")
+        self._tee = None
         local = self._local = self._open_local()
         local.send_audio(tee)
         if self._finished:
             local.finish()
+        return local
+
+    async def results(self) -> AsyncIterator[TranscriptEvent]:
+        """OpenAI's events; on an outage (or a local answer first while OpenAI's is
+        overdue, :mod:`wyoming_openai.hedge`) the local engine's final transcript."""
+        queue: asyncio.Queue[tuple[str, TranscriptEvent | Exception | None]] = asyncio.Queue()
+
+        async def pump(name: str, session: SttSession) -> None:
+            try:
+                async for event in session.results():
+                    queue.put_nowait((name, event))
+                queue.put_nowait((name, None))
+            except Exception as err:  # a BridgeError, or a fault of ours: raised below
+                queue.put_nowait((name, err))
+
+        overdue = self._primary.overdue if isinstance(self._primary, Hedgeable) else None
+        pumps = [asyncio.create_task(pump("openai", self._primary), name="stt-openai")]
+        watch: asyncio.Task[bool] | None = None
+        if overdue is not None and self._tee is not None:
+            watch = asyncio.create_task(overdue.wait(), name="stt-hedge-local")
+        cause: BridgeError | None = None
+        local_error: BridgeError | None = None  # the local hedge failed while OpenAI went on
         try:
-            async for event in local.results():
-                if self._sent_deltas and isinstance(event, TranscriptDelta):
-                    continue  # OpenAI's deltas were passed on; only the final text follows
-                yield _marked(event)
-        except BridgeError as local_err:
-            _LOGGER.warning("Local transcription failed too: %s", local_err)
-            raise cause from local_err
+            while True:
+                if watch is not None and self._local is None:
+                    got = asyncio.create_task(queue.get())
+                    await asyncio.wait({got, watch}, return_when=asyncio.FIRST_COMPLETED)
+                    if not got.done():
+                        got.cancel()
+                        await asyncio.gather(got, return_exceptions=True)
+                        if self._tee is not None:  # not over the tee's limit meanwhile
+                            _LOGGER.warning(
+                                "OpenAI transcription overdue: transcribing locally in "
+                                "parallel (%.1f s of audio so far)",
+                                self._format.duration_ms(len(self._tee)) / 1000,
+                            )
+                            pumps.append(asyncio.create_task(pump("local", self._start_local())))
+                        watch = None
+                        continue
+                    name, item = got.result()
+                else:
+                    name, item = await queue.get()
+                if isinstance(item, Exception) and not isinstance(item, BridgeError):
+                    raise item
+                if name == "openai":
+                    if isinstance(item, BridgeError):
+                        self._primary_alive = False
+                        if local_error is not None:
+                            raise item from local_error
+                        if not item.outage or (self._tee is None and self._local is None):
+                            raise item
+                        cause = item
+                        self._hold.trip(cause)
+                        await self._primary.aclose()
+                        if self._local is not None:
+                            how = "already running"
+                        else:
+                            seconds = self._format.duration_ms(len(self._tee or b"")) / 1000
+                            ended = "speech ended" if self._finished else "speech goes on"
+                            how = f"{seconds:.1f} s of audio so far, {ended}"
+                        _LOGGER.warning(
+                            "OpenAI transcription failed (%s): transcribing this utterance "
+                            "locally (%s)",
+                            cause,
+                            how,
+                        )
+                        if self._local is None:
+                            pumps.append(asyncio.create_task(pump("local", self._start_local())))
+                        continue
+                    if isinstance(item, TranscriptDelta):
+                        self._sent_deltas = True
+                    if item is not None:
+                        yield item
+                    if item is None or isinstance(item, TranscriptFinal):
+                        return
+                    continue
+                if isinstance(item, BridgeError):  # the local engine failed
+                    if self._primary_alive:
+                        _LOGGER.warning("Local transcription (hedge) failed: %s", item)
+                        local_error = item
+                        continue
+                    _LOGGER.warning("Local transcription failed too: %s", item)
+                    assert cause is not None
+                    raise cause from item
+                if item is None:
+                    return
+                if isinstance(item, TranscriptDelta):
+                    if self._sent_deltas or self._primary_alive:
+                        continue  # OpenAI's deltas were passed on; only the final text follows
+                    yield _marked(item)
+                    continue
+                if self._primary_alive:  # the local answer came first: OpenAI is out
+                    self._primary_alive = False
+                    cause = BridgeError(
+                        ErrorCode.TIMEOUT, "transcription: no transcript in time (hedged)"
+                    )
+                    self._hold.trip(cause)
+                    _LOGGER.warning(
+                        "OpenAI transcription overdue (%s): the local transcript came first",
+                        cause,
+                    )
+                    await self._primary.aclose()
+                yield _marked(item)
+                return
+        finally:
+            for task in [*pumps, *([watch] if watch is not None else [])]:
+                task.cancel()
+            await asyncio.gather(*pumps, *([watch] if watch else []), return_exceptions=True)
 
     async def aclose(self) -> None:
         await self._primary.aclose()

@@ -15,6 +15,9 @@ synthesis pipeline asks for it:
   listener loses the tail of one sentence; the client never hangs and never hears a word
   twice. Unless the request asks for ``SpeechOptions.whole`` (a file): then it fails.
 - Any other failure (refused key, unknown model, bad request) is reported as an error.
+- OpenAI's first audio of the piece is overdue (:mod:`wyoming_openai.hedge`): Piper starts
+  speaking the piece in parallel and whichever audio comes first is played, the other
+  closed. Piper coming first counts as an outage (the hold below trips).
 
 Each fallback is logged once, with its cause. After one, the next pieces go straight to
 Piper for ``fallback_retry_after`` seconds (:class:`~wyoming_openai.fallback.LocalHold`),
@@ -27,8 +30,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from ..errors import BridgeError
+from ..errors import BridgeError, ErrorCode
 from ..fallback import LocalHold
+from ..hedge import HedgedStream, LatencyTracker
 from .base import FallbackAudio, SpeechOptions, TtsEngine, VoiceInfo
 from .piper_tts import PiperTtsEngine
 
@@ -57,12 +61,20 @@ class FallbackTtsEngine(TtsEngine):
         primary: the OpenAI engine.
         local: the Piper engine, built with ``output_format=primary.output_format``.
         hold: when to skip OpenAI after a failure.
+        first_audio: times OpenAI's first audio of a piece and says when it is overdue
+            (default: never).
 
     Raises:
         ValueError: the two engines do not speak the same format.
     """
 
-    def __init__(self, primary: TtsEngine, local: PiperTtsEngine, hold: LocalHold) -> None:
+    def __init__(
+        self,
+        primary: TtsEngine,
+        local: PiperTtsEngine,
+        hold: LocalHold,
+        first_audio: LatencyTracker | None = None,
+    ) -> None:
         if local.output_format != primary.output_format:
             raise ValueError(
                 f"local output format {local.output_format} differs from {primary.output_format}"
@@ -70,6 +82,8 @@ class FallbackTtsEngine(TtsEngine):
         self.primary = primary
         self.local = local
         self._hold = hold
+        self.first_audio = first_audio or LatencyTracker.off("speech first audio")
+        """Time from a piece to OpenAI's first audio of it; when overdue, Piper races it."""
         self.output_format = primary.output_format
         self.max_text_chars = primary.max_text_chars
         self.program_name = primary.program_name
@@ -109,14 +123,27 @@ class FallbackTtsEngine(TtsEngine):
         outage = self._hold.current()
         if outage is None:
             sent_bytes = 0
+            after = self.first_audio.overdue_after()
+            race = HedgedStream(
+                self.primary.synthesize(text, voice, options),
+                lambda: self._local_audio(text, options),
+                after,
+                fatal=lambda err: not err.outage,
+                on_hedge=lambda: self.first_audio.hedged("Piper speaks the piece", after or 0.0),
+            )
             try:
-                async with _closing(self.primary.synthesize(text, voice, options)) as audio:
+                async with _closing(race.chunks()) as audio:
                     async for pcm in audio:
+                        if not sent_bytes:
+                            self._first_audio_came(race, len(text))
                         sent_bytes += len(pcm)
                         yield pcm
                 return
             except BridgeError as err:
-                if not err.outage:
+                if not err.outage or race.winner == "backup":
+                    raise
+                if "backup" in race.errors:  # Piper was tried (hedging) and failed too
+                    _LOGGER.warning("Local speech failed too: %s", race.errors["backup"])
                     raise
                 cause = err
             self._hold.trip(cause)
@@ -145,15 +172,38 @@ class FallbackTtsEngine(TtsEngine):
                 self._hold.remaining(outage),
             )
         try:
-            local = self.local.synthesize(text, self.local.default_voice(), options)
-            async with _closing(local) as audio:
+            async with _closing(self._local_audio(text, options)) as audio:
                 async for pcm in audio:
-                    yield FallbackAudio(pcm)
+                    yield pcm
         except BridgeError as local_err:
             if cause is None:  # OpenAI was not tried: the local failure is the answer
                 raise
             _LOGGER.warning("Local speech failed too: %s", local_err)
             raise cause from local_err
+
+    async def _local_audio(self, text: str, options: SpeechOptions | None) -> AsyncIterator[bytes]:
+        """Piper's audio of ``text``, marked as the fallback's (:class:`FallbackAudio`)."""
+        async with _closing(
+            self.local.synthesize(text, self.local.default_voice(), options)
+        ) as audio:
+            async for pcm in audio:
+                yield FallbackAudio(pcm)
+
+    def _first_audio_came(self, race: HedgedStream, chars: int) -> None:
+        """Time OpenAI's first audio; Piper's coming first is an outage (the hold trips)."""
+        after = race.first_after or 0.0
+        if race.winner == "primary":
+            self.first_audio.record(after)
+            return
+        cause = BridgeError(
+            ErrorCode.TIMEOUT, f"speech synthesis: no audio within {after:.2f} s (hedged)"
+        )
+        self._hold.trip(cause)
+        _LOGGER.warning(
+            "OpenAI speech overdue (%s): Piper spoke this piece (%d characters) first",
+            cause,
+            chars,
+        )
 
     async def aclose(self) -> None:
         await self.primary.aclose()

@@ -5,10 +5,15 @@
 ``with_streaming_response`` so audio leaves as soon as the first bytes arrive
 (``speech.create()`` would buffer the whole body). Body chunks may split a sample: an odd
 trailing byte is carried into the next chunk.
+
+Hedged (:mod:`wyoming_openai.hedge`): a request whose first byte is overdue is raced by a
+fresh one; the first to answer is played, the other closed, so a stalled request costs
+about a second, not ``openai.timeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import upstream
 from ..audio import PCM_24K_MONO
 from ..config import TtsSettings
+from ..hedge import HedgedStream, LatencyTracker
 from ..retry import RetryPolicy
 from .base import SpeechOptions, TtsEngine, VoiceInfo
 
@@ -36,17 +42,26 @@ class OpenAISpeechEngine(TtsEngine):
     Args:
         client: the process's SDK client.
         settings: the ``tts`` settings (model, voices, speed, instructions).
+        retry: back-off of a failed request.
+        first_byte: times the first byte of responses and says when one is overdue
+            (default: never).
     """
 
     output_format = PCM_24K_MONO
     max_text_chars = MAX_INPUT_CHARS
 
     def __init__(
-        self, client: AsyncOpenAI, settings: TtsSettings, retry: RetryPolicy | None = None
+        self,
+        client: AsyncOpenAI,
+        settings: TtsSettings,
+        retry: RetryPolicy | None = None,
+        first_byte: LatencyTracker | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._retry = retry or RetryPolicy(kind="tts")
+        self.first_byte = first_byte or LatencyTracker.off("speech first byte")
+        """Time from a request to its first audio byte; when overdue, a fresh request."""
 
     def voices(self) -> list[VoiceInfo]:
         languages = tuple(self._settings.languages)
@@ -95,9 +110,34 @@ class OpenAISpeechEngine(TtsEngine):
     async def synthesize(
         self, text: str, voice: str, options: SpeechOptions | None = None
     ) -> AsyncIterator[bytes]:
+        """The speech of ``text``; a request whose first byte is overdue
+        (:attr:`first_byte`) is hedged with a fresh one, the first to answer is played and
+        the other closed (:class:`~wyoming_openai.hedge.HedgedStream`).
+
+        Raises:
+            BridgeError: the request failed (a fresh one too, if one was started).
+        """
+        params = self.request_params(text, voice, options)
+        tracker = self.first_byte
+        after = tracker.overdue_after()
+        race = HedgedStream(
+            self._stream(params),
+            lambda: self._stream(params),
+            after,
+            fatal=lambda err: not err.retryable,
+            on_hedge=lambda: tracker.hedged("a fresh request", after or 0.0),
+        )
+        async for chunk in race.chunks():
+            yield chunk
+
+    async def _stream(self, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        """One request's audio in whole frames; its first byte is timed in
+        :attr:`first_byte`."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         frame = self.output_format.frame_bytes
         carry = b""
-        params = self.request_params(text, voice, options)
+        timed = False
         # Retried (429 rate limit, 5xx, network) only until the response starts: audio
         # already passed on cannot be taken back.
         manager, response = await self._retry.run(
@@ -106,6 +146,9 @@ class OpenAISpeechEngine(TtsEngine):
         )
         try:
             async for chunk in response.iter_bytes():
+                if not timed:
+                    timed = True
+                    self.first_byte.record(loop.time() - started)
                 data = carry + chunk if carry else chunk
                 whole = len(data) - len(data) % frame
                 carry = data[whole:]

@@ -36,6 +36,7 @@ from ...audio import PCM_24K_MONO
 from ...catalogue import DEFAULT_MODELS
 from ...config import SttSettings
 from ...errors import BridgeError, ErrorCode
+from ...hedge import LatencyTracker
 from ...retry import RetryPolicy
 from ...warm import Health
 from ..base import TranscribeRequest
@@ -66,6 +67,7 @@ class RealtimeSttEngine(OpenAISttEngine):
         warm_renew_margin: seconds before expiry a warm session is replaced.
         health: told when warm sessions cannot be opened (an outage) and when they can
             again (``fallback.LocalHold``).
+        finalize: times finalizes and says when one is overdue (default: never).
     """
 
     input_format = PCM_24K_MONO
@@ -80,12 +82,15 @@ class RealtimeSttEngine(OpenAISttEngine):
         retry: RetryPolicy | None = None,
         warm_renew_margin: float = WARM_RENEW_MARGIN,
         health: Health | None = None,
+        finalize: LatencyTracker | None = None,
     ) -> None:
         super().__init__(client, settings, retry)
         self.connect_timeout = connect_timeout
         self.result_timeout = result_timeout
         self.speculative_commit = settings.speculative_commit
         """Whether sessions commit at the end of speech a local detector hears."""
+        self.finalize = finalize or LatencyTracker.off("transcription finalize")
+        """Time from a commit to its transcript; when overdue, sessions hedge."""
         self.warm = WarmSessions(self, settings.warm_sessions, warm_renew_margin, health)
         self._closing: set[asyncio.Task[None]] = set()
         self._preload: asyncio.Task[Any] | None = None

@@ -21,6 +21,13 @@ utterance at ``audio-stop``. Transient failures are retried with back-off
 (:mod:`wyoming_openai.retry`); after ``audio-stop`` the transcript must arrive within the
 engine's ``result_timeout`` seconds, retries included.
 
+Hedged (:mod:`wyoming_openai.hedge`): when an attempt owes an answer (a commit not yet
+transcribed; or, once the speech ended, no commit because its session is still
+connecting, counted from the connect's start) for longer than the engine's ``finalize``
+tracker allows, a fresh attempt replays the utterance in parallel (once per utterance);
+the first to answer wins and the other is cancelled, its session closed. ``overdue``
+tells a caller with a local engine to start it too.
+
 Lifecycle: one owned task runs the attempts; every failure becomes a
 :class:`BridgeError` in the results queue; ``aclose()`` cancels the task and closes the
 WebSocket.
@@ -77,7 +84,13 @@ class _Attempt:
     """One connection's commits and their transcripts, in commit order."""
 
     speculative: bool
+    started_at: float = 0.0  # loop time the attempt began
+    connected: bool = False  # its session is open and configured
     commits: int = 0
+    commit_times: list[float] = field(default_factory=list)  # loop time of each commit sent
+    answers: int = 0  # commits answered (transcript, or nothing said)
+    wake_at: int = 1  # bytes of audio at which its sender wants waking
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # commit/answer/audio-stop
     sending_done: bool = False
     order: list[str | None] = field(default_factory=list)  # item ids (None: empty commit)
     texts: dict[str, str] = field(default_factory=dict)  # deltas so far, per item id
@@ -92,6 +105,17 @@ class _Attempt:
             and len(self.order) == self.commits
             and all(item is None or item in self.finals for item in self.order)
         )
+
+    def waiting_since(self, wanted_at: float | None) -> float | None:
+        """Since when (loop time) this attempt owes an answer: its oldest unanswered
+        commit; before its first commit, once one is wanted (``wanted_at``: the speech
+        ended), since then, or since the attempt began while it is still connecting (a
+        connect that slow is overdue itself); None: nothing owed yet."""
+        if self.answers < len(self.commit_times):
+            return self.commit_times[self.answers]
+        if self.commits == 0 and wanted_at is not None:
+            return max(wanted_at, self.started_at) if self.connected else self.started_at
+        return None
 
     def text(self) -> str:
         """The transcript so far: finished items, then the first unfinished one's deltas."""
@@ -115,7 +139,8 @@ class RealtimeSttSession(SttSession):
         self._request = request
         self._audio = bytearray()  # the whole utterance, 24 kHz s16le mono
         self._audio_added = asyncio.Event()
-        self._wake_at = 1  # bytes of audio at which the sender wants waking
+        self._live: list[_Attempt] = []  # attempts running now (two while hedging)
+        self._wanted_at: float | None = None  # loop time a commit was first due
         self._vad: EndOfSpeechDetector | None = None
         if engine.speculative_commit:
             from ...vad import EndOfSpeechDetector  # not needed at start-up
@@ -129,8 +154,12 @@ class RealtimeSttSession(SttSession):
         self._finish_event = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
         self._closed = False
+        self._answered = False
         self.attempts = 0
         """Connections tried for this utterance (1 when nothing went wrong)."""
+        self.hedges = 0
+        """Fresh sessions started because the answer was overdue (at most 1)."""
+        self._overdue = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="realtime-stt")
 
     # ---------------------------------------------------------------- SttSession
@@ -143,7 +172,8 @@ class RealtimeSttSession(SttSession):
             for end in self._vad.feed(pcm):
                 self._speech_ends.append(min(end, len(self._audio)))
                 self._audio_added.set()
-        if len(self._audio) >= self._wake_at:
+                self._commit_wanted()
+        if any(len(self._audio) >= attempt.wake_at for attempt in self._live):
             self._audio_added.set()
 
     def finish(self) -> None:
@@ -152,6 +182,7 @@ class RealtimeSttSession(SttSession):
         self._finished = True
         self._finish_event.set()
         self._audio_added.set()
+        self._commit_wanted()
         self._start_deadline()
 
     def results(self) -> AsyncIterator[TranscriptEvent]:
@@ -160,6 +191,12 @@ class RealtimeSttSession(SttSession):
     @property
     def speech_detector(self) -> EndOfSpeechDetector | None:
         return self._vad
+
+    @property
+    def overdue(self) -> asyncio.Event:
+        """Set once the answer is overdue (:mod:`wyoming_openai.hedge`): a fresh session
+        was started; a caller holding another engine may start it too."""
+        return self._overdue
 
     async def aclose(self) -> None:
         if self._closed:
@@ -207,9 +244,8 @@ class RealtimeSttSession(SttSession):
         retry = 0
         while True:
             finished_before_attempt = self._finished
-            self.attempts += 1
             try:
-                await self._attempt()
+                await self._race()
                 return
             except asyncio.CancelledError:
                 raise
@@ -241,11 +277,85 @@ class RealtimeSttSession(SttSession):
                 if self._finished:
                     retry = 0
 
-    async def _attempt(self) -> None:
+    def _commit_wanted(self) -> None:
+        """The speech ended (or ``audio-stop``): from now on an answer is owed."""
+        if self._wanted_at is None:
+            self._wanted_at = asyncio.get_running_loop().time()
+        for attempt in self._live:
+            attempt.changed.set()
+
+    def _new_attempt(self) -> tuple[_Attempt, asyncio.Task[None]]:
+        self.attempts += 1
+        attempt = _Attempt(
+            speculative=self._vad is not None and not self._committed,
+            started_at=asyncio.get_running_loop().time(),
+        )
+        self._live.append(attempt)
+        task = asyncio.create_task(self._attempt(attempt), name="realtime-stt-attempt")
+        task.add_done_callback(lambda _: self._live.remove(attempt))
+        return attempt, task
+
+    async def _race(self) -> None:
+        """One attempt; if its answer is overdue (the engine's ``finalize`` tracker) and
+        no hedge ran yet, a fresh attempt replays the utterance in parallel. The first
+        attempt to answer wins; the other is cancelled (its session closed). Raises the
+        first failure once every attempt failed."""
+        attempt, first = self._new_attempt()
+        running = {first}
+        watch: asyncio.Task[None] | None = None
+        after = self._engine.finalize.overdue_after()
+        if after is not None and self.hedges == 0:
+            watch = asyncio.create_task(
+                self._until_overdue(attempt, after), name="realtime-stt-hedge"
+            )
+        failure: BaseException | None = None
+        try:
+            while running:
+                waiting: set[asyncio.Task[None]] = set(running)
+                if watch is not None:
+                    waiting.add(watch)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in running & done:
+                    running.discard(task)
+                    error = task.exception()
+                    if error is None:
+                        return
+                    failure = failure or error
+                if watch is not None and watch in done:
+                    watch = None
+                    if running:  # the overdue attempt is still there: hedge it
+                        self.hedges += 1
+                        self._engine.finalize.hedged(
+                            "a fresh session replays the utterance", after or 0.0
+                        )
+                        self._overdue.set()
+                        running.add(self._new_attempt()[1])
+            assert failure is not None
+            raise failure
+        finally:
+            tasks = [*running, *([watch] if watch is not None else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _until_overdue(self, attempt: _Attempt, after: float) -> None:
+        """Return once ``attempt`` has owed an answer for ``after`` seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            attempt.changed.clear()
+            since = attempt.waiting_since(self._wanted_at)
+            timeout = None if since is None else since + after - loop.time()
+            if timeout is not None and timeout <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(attempt.changed.wait(), timeout)
+
+    async def _attempt(self, attempt: _Attempt) -> None:
         """One connection: configure, (re)send the utterance from its start, commit, collect."""
         async with asyncio.timeout(self._engine.connect_timeout):
             connection = await self._engine.connect(self._request)
-        attempt = _Attempt(speculative=self._vad is not None and not self._committed)
+        attempt.connected = True
+        attempt.changed.set()
         receiver = asyncio.create_task(self._receive(connection, attempt), name="realtime-stt-recv")
         sender = asyncio.create_task(self._send(connection, attempt), name="realtime-stt-send")
         try:
@@ -270,10 +380,13 @@ class RealtimeSttSession(SttSession):
             await asyncio.shield(closing)
 
     def _answer(self, attempt: _Attempt) -> None:
-        """The final transcript: every item's, joined in commit order."""
+        """The final transcript: every item's, joined in commit order (only the first
+        attempt to answer gives it)."""
         if not attempt.answered:
             attempt.answered = True
-            self._results.put_nowait(TranscriptFinal(attempt.text()))
+            if not self._answered:
+                self._answered = True
+                self._results.put_nowait(TranscriptFinal(attempt.text()))
 
     async def _send(self, connection: AsyncRealtimeConnection, attempt: _Attempt) -> None:
         """Append the utterance from its start as it grows; commit at each end of speech
@@ -304,7 +417,7 @@ class RealtimeSttSession(SttSession):
                 continue
             if self._finished:
                 break
-            self._wake_at = offset + APPEND_BATCH_BYTES if offset else 1
+            attempt.wake_at = offset + APPEND_BATCH_BYTES if offset else 1
             self._audio_added.clear()
             await self._audio_added.wait()
 
@@ -330,6 +443,8 @@ class RealtimeSttSession(SttSession):
         attempt.commits += 1
         self._committed = True
         await connection.send_raw(wire.COMMIT_EVENT)
+        attempt.commit_times.append(asyncio.get_running_loop().time())
+        attempt.changed.set()
 
     async def _receive(self, connection: AsyncRealtimeConnection, attempt: _Attempt) -> None:
         """Turn server events into results until every committed item is transcribed."""
@@ -348,6 +463,7 @@ class RealtimeSttSession(SttSession):
             elif kind == wire.TRANSCRIPTION_COMPLETED:
                 transcript = event.get("transcript")
                 attempt.finals[item] = transcript if isinstance(transcript, str) else ""
+                self._answered_commit(attempt, timed=True)
                 self._emit_new(attempt.text())
             elif kind == wire.TRANSCRIPTION_FAILED:
                 error = event.get("error")
@@ -360,6 +476,7 @@ class RealtimeSttSession(SttSession):
                 code = error.get("code") if isinstance(error, dict) else None
                 if code == "input_audio_buffer_commit_empty":
                     attempt.order.append(None)  # that commit's item: nothing said
+                    self._answered_commit(attempt, timed=False)
                 elif code == "session_expired":
                     raise BridgeError(
                         ErrorCode.UPSTREAM_UNAVAILABLE, "transcription session expired"
@@ -378,6 +495,15 @@ class RealtimeSttSession(SttSession):
             if attempt.complete:
                 self._answer(attempt)
                 return
+
+    def _answered_commit(self, attempt: _Attempt, *, timed: bool) -> None:
+        """One more commit of ``attempt`` answered; a transcript's finalize is timed."""
+        if attempt.answers < len(attempt.commit_times):
+            if timed:
+                since = attempt.commit_times[attempt.answers]
+                self._engine.finalize.record(asyncio.get_running_loop().time() - since)
+            attempt.answers += 1
+        attempt.changed.set()
 
     def _emit_new(self, text: str) -> None:
         """Pass on the part of ``text`` not yet given out (after a replay, only new text)."""
