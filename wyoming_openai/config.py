@@ -297,7 +297,13 @@ class LocalSettings(_Section):
         1, ge=1, le=10, description="Beam size (1: greedy, fastest; 5: a little more accurate)."
     )
     whisper_threads: int = Field(
-        0, ge=0, le=64, description="CPU threads of one transcription; 0: CTranslate2's default."
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "CPU threads of one transcription; 0: the cores this process may use "
+            "(os.sched_getaffinity), not CTranslate2's fixed 4."
+        ),
     )
     piper_voice: Path | None = Field(
         None,

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +198,17 @@ _RUNNERS: dict[tuple[Path, str, int], WhisperRunner] = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
+def default_threads() -> int:
+    """CPU threads for one transcription when ``local.whisper_threads`` is 0: the cores this
+    process may run on (``os.sched_getaffinity``; a container's CPU set counts), instead of
+    CTranslate2's fixed 4 (``WhisperModel(cpu_threads=0)``), which oversubscribes a 2-core
+    machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # platforms without it
+        return max(1, os.cpu_count() or 1)
+
+
 def runner_for(model_dir: Path, compute_type: str, cpu_threads: int) -> WhisperRunner:
     """The process's runner for this model and options (created, not loaded, on first call)."""
     key = (model_dir.resolve(), compute_type, cpu_threads)
@@ -214,7 +226,8 @@ class LocalWhisperEngine(SttEngine):
     """faster-whisper on this machine (see the module docstring).
 
     Args:
-        local: the ``local`` settings (model directory, compute type, beam size, threads).
+        local: the ``local`` settings (model directory, compute type, beam size, threads;
+            0 threads: :func:`default_threads`).
         stt: the ``stt`` settings (default language, prompt).
 
     Raises:
@@ -235,7 +248,9 @@ class LocalWhisperEngine(SttEngine):
         self._local = local
         self._stt = stt
         self._runner = runner_for(
-            self._model.path, local.whisper_compute_type, local.whisper_threads
+            self._model.path,
+            local.whisper_compute_type,
+            local.whisper_threads or default_threads(),
         )
 
     @property
