@@ -113,7 +113,8 @@ class SttSettings(_Section):
         description=(
             "Realtime: commit the audio as soon as a local voice-activity detector hears the "
             "speech end (0.3 s into the silence), so the model finalizes while Home Assistant "
-            "still counts its 0.7 s of silence; false: commit at audio-stop."
+            "still counts its 0.7 s of silence; local Whisper: transcribe then (again only if "
+            "speech resumes); false: commit or transcribe at audio-stop."
         ),
     )
     warm_sessions: int = Field(
