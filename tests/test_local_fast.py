@@ -16,6 +16,7 @@ import pytest
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI
@@ -34,7 +35,8 @@ from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt.fallback import FallbackSttEngine
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine, WhisperRunner
 from wyoming_openai.tts import piper_tts
-from wyoming_openai.tts.piper_tts import PiperTtsEngine, first_clause
+from wyoming_openai.tts.piper_tts import PiperTtsEngine
+from wyoming_openai.tts.sentences import first_clause
 
 TEXT = "Turn off the lights in the kitchen, the hallway, and the bedroom."
 WAIT = 30.0
@@ -195,18 +197,19 @@ async def test_utterances_transcribed_locally_during_an_outage_are_speculative()
 
 
 def test_a_long_first_sentence_is_cut_after_its_first_clause() -> None:
-    assert first_clause("The garage door is open, and the porch light is on. Close it?") == (
+    assert first_clause("The garage door is open, and the porch light is on. Close it?", 3) == (
         "The garage door is open,",
         "and the porch light is on. Close it?",
     )
-    assert first_clause("The door is open; the porch light is on") == (
+    assert first_clause("The door is open; the porch light is on", 3) == (
         "The door is open;",
         "the porch light is on",
     )
-    assert first_clause("Yes, the door is open.") is None  # clause too short
-    assert first_clause("The garage door is open, sir.") is None  # rest too short
-    assert first_clause("It costs 1,000 euros in total.") is None  # no space: not a clause
-    assert first_clause("Done. The garage door is open, and the light is on.") is None
+    assert first_clause("Yes, the door is open.", 3) is None  # clause too short
+    assert first_clause("The garage door is open, sir.", 3) is None  # rest too short
+    assert first_clause("It costs 1,000 euros in total.", 1) is None  # no space: not a clause
+    assert first_clause("Done. The garage door is open, and the light is on.", 1) is None
+    assert first_clause("The garage door is open, and", 1) == ("The garage door is open,", "and")
 
 
 @pytest.mark.slow
@@ -232,4 +235,39 @@ async def test_a_reply_spoken_clause_first_has_every_word(
     assert result.error is None
     assert result.types.count("audio-chunk") >= 2  # the clause, then the rest
     heard = await asyncio.to_thread(speech.transcribe_speech, result.audio, 22050)
+    assert same_words(heard, text), heard
+
+
+@pytest.mark.slow
+async def test_a_streamed_reply_is_heard_from_its_first_clause_on(
+    local_server: WyomingOpenAIServer,
+) -> None:
+    """Words arrive as an LLM streams them; audio comes before the first sentence ends."""
+    assert local_server.port is not None
+    text = "The garage door is open, and the porch light is still on. Shall I close it?"
+    words = text.split(" ")
+    clause_done = words.index("open,") + 2  # the clause is known once the next word begins
+    audio = bytearray()
+    async with AsyncTcpClient("127.0.0.1", local_server.port) as client:
+        await client.write_event(SynthesizeStart().event())
+        for index, word in enumerate(words[:clause_done]):
+            await client.write_event(
+                SynthesizeChunk(text=word if index == 0 else " " + word).event()
+            )
+        first = await asyncio.wait_for(client.read_event(), WAIT)
+        assert first is not None and first.type == "audio-start"
+        chunk = await asyncio.wait_for(client.read_event(), WAIT)
+        assert chunk is not None and chunk.type == "audio-chunk"  # the sentence is unfinished
+        audio += chunk.payload or b""
+        for word in words[clause_done:]:
+            await client.write_event(SynthesizeChunk(text=" " + word).event())
+        await client.write_event(Synthesize(text=text).event())
+        await client.write_event(SynthesizeStop().event())
+        while (event := await asyncio.wait_for(client.read_event(), WAIT)) is not None:
+            assert event.type != "error", event
+            if event.type == "audio-chunk":
+                audio += event.payload or b""
+            if event.type == "synthesize-stopped":
+                break
+    heard = await asyncio.to_thread(speech.transcribe_speech, bytes(audio), 22050)
     assert same_words(heard, text), heard

@@ -12,9 +12,11 @@ by sentence in arrival order. ``piper`` is imported only in that thread.
 
 First audio: Piper makes a sentence's audio in one inference, whose time grows with the
 sentence, so a long first sentence is spoken in two parts: its first clause
-(:func:`first_clause`) alone, then the rest, made while the clause plays. The voice is
-loaded and run once at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first inference
-is several times slower than the next ones.
+(:func:`~wyoming_openai.tts.sentences.first_clause`) alone, then the rest, made while the
+clause plays; a stream starts the clause as soon as it is complete
+(:attr:`~wyoming_openai.tts.base.TtsEngine.clause_first`). The voice is loaded and run once
+at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first inference is several times slower
+than the next ones.
 
 Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voices, from the
 voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
@@ -29,7 +31,6 @@ import asyncio
 import itertools
 import json
 import logging
-import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from ..config import LocalSettings
 from ..errors import BridgeError, ErrorCode, ModelLoadError
 from ..resample import AudioConverter
 from .base import SpeechOptions, TtsEngine, VoiceInfo
+from .sentences import first_clause
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -53,35 +55,12 @@ MAX_TEXT_CHARS = 4096
 
 INSTALL_HINT = "install them with: pip install 'wyoming-openai[local]'"
 
+CLAUSE_REST_MIN_WORDS = 3
+"""Words the rest of a first sentence needs for its first clause to be spoken apart: a
+short rest costs a seam in the speech for little time saved."""
+
 WARM_UP_TEXT = "Ready, listening."
 """Spoken (and discarded) once at start-up, so no reply pays ONNX Runtime's first run."""
-
-CLAUSE_MIN_WORDS = 3
-"""Words a first clause (and what follows it in its sentence) needs to be spoken apart:
-a shorter clause costs a seam in the speech for little time saved."""
-
-_CLAUSE_END = re.compile(r"[,;:\u2014\u2013]\s")
-_SENTENCE_END = re.compile(r"[.!?\u2026]\s")
-
-
-def first_clause(text: str) -> tuple[str, str] | None:
-    """``text`` cut after the first clause of its first sentence (at ``,``, ``;``, ``:``
-    or a dash followed by a space), when both parts of that sentence have at least
-    :data:`CLAUSE_MIN_WORDS` words; else None.
-
-    Returns:
-        the clause (with its punctuation) and the rest of the text.
-    """
-    sentence_end = _SENTENCE_END.search(text)
-    sentence = text[: sentence_end.start() + 1] if sentence_end else text
-    for mark in _CLAUSE_END.finditer(sentence):
-        clause, rest = text[: mark.start() + 1].strip(), text[mark.end() :].strip()
-        if len(clause.split()) < CLAUSE_MIN_WORDS:
-            continue
-        if len(sentence[mark.end() :].split()) < CLAUSE_MIN_WORDS:
-            return None
-        return clause, rest
-    return None
 
 
 @dataclass(frozen=True)
@@ -209,7 +188,7 @@ class PiperRunner:
             noise_w_scale=config.noise_w_scale,
         )
         self.syntheses += 1
-        parts = first_clause(text) or (text,)
+        parts = first_clause(text, CLAUSE_REST_MIN_WORDS) or (text,)
         chunks = itertools.chain.from_iterable(
             voice.synthesize(part, syn_config=syn_config) for part in parts
         )
@@ -266,6 +245,7 @@ class PiperTtsEngine(TtsEngine):
     """
 
     max_text_chars = MAX_TEXT_CHARS
+    clause_first = True
     program_name = "piper"
     program_description = "Piper text to speech on this machine (wyoming-openai)"
     model_attribution = ("Piper", "https://github.com/OHF-Voice/piper1-gpl")
