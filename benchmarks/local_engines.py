@@ -19,11 +19,14 @@ of the local engines' speed and of leaks (issue 14):
 
 - no key: ``audio-stop`` -> ``transcript`` for Home Assistant-realistic commands (room
   noise, speech, 0.7 s of room noise; ``tests.utterances.command``) streamed in real time,
-  so Whisper may run on the utterance while Home Assistant still counts its silence;
+  so Whisper may run on the utterance while Home Assistant still counts its silence; next
+  to it the same commands, alternately, to a server transcribing at ``audio-stop``
+  (``stt.speculative_commit`` false), so both see the same load;
 - WER of the command corpus transcribed locally, speculative (at the detector's end of
   speech) vs at ``audio-stop`` (``stt.speculative_commit`` false);
 - no key: the chunk completing a streamed reply's first sentence (words 30 ms apart) ->
-  first ``audio-chunk``;
+  first ``audio-chunk``, for a first sentence with a first clause (Piper speaks it as soon
+  as it is complete, so the audio may come first: negative) and one without;
 - upstream sessions (at the fake) and file descriptors (this process) still open after 100
   utterances rejected at ``audio-start`` (rate 0), beyond the warm session kept ready.
 """
@@ -177,10 +180,14 @@ async def main() -> None:
 WORD_INTERVAL = 0.03
 """Seconds between the words of a streamed reply (an LLM's pace)."""
 
-FIRST_SENTENCE_REPLY = [
+CLAUSE_REPLY = [
     "The garage door is open, and the porch light is still on.",
     "Shall I close it?",
 ]
+"""A reply whose first sentence has a first clause (spoken apart by Piper)."""
+
+PLAIN_REPLY = ["The front door is locked and the alarm is on.", "Good night."]
+"""A reply whose first sentence has none."""
 
 REJECTED = 100
 
@@ -208,10 +215,11 @@ def no_key(env: dict[str, str] | None = None) -> Settings:
     return load_settings(["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web"], env or {})
 
 
-async def first_sentence_ms(port: int) -> float:
-    """A reply streamed word by word: the chunk completing its first sentence -> first audio."""
-    words = " ".join(FIRST_SENTENCE_REPLY).split(" ")
-    first_end = len(FIRST_SENTENCE_REPLY[0].split(" ")) - 1
+async def first_sentence_ms(port: int, reply: list[str]) -> float:
+    """``reply`` streamed word by word: the chunk completing its first sentence -> first
+    audio (negative: the audio came before, from the first clause)."""
+    words = " ".join(reply).split(" ")
+    first_end = len(reply[0].split(" ")) - 1
     result = TtsResult()
     first_sentence_at = 0.0
     async with AsyncTcpClient("127.0.0.1", port) as client:
@@ -284,21 +292,25 @@ async def leaks(rows: Rows) -> None:
 async def section(rows: Rows, runs: int) -> None:
     """The local engines' rows and the leak rows (see the module docstring)."""
     logging.getLogger("wyoming_openai").setLevel(logging.ERROR)  # 100 rejections logged
-    async with running_server(no_key()) as server:
-        assert server.port is not None
-        times: list[float] = []
-        for index in range(runs):
+    at_stop = no_key({"WYOMING_OPENAI_STT_SPECULATIVE_COMMIT": "false"})
+    async with running_server(no_key()) as server, running_server(at_stop) as reference:
+        assert server.port is not None and reference.port is not None
+        times: dict[int, list[float]] = {server.port: [], reference.port: []}
+        for index in range(runs):  # alternately, so both see the same load
             pcm = command(COMMANDS[index % len(COMMANDS)], seed=index)
-            result = await ha_transcribe(server.port, pcm, realtime=True)
-            assert result.transcript_at is not None, result.error
-            times.append(1000 * (result.transcript_at - result.audio_stop_at))
-        rows.add("no key: audio-stop -> transcript, command + 0.7 s quiet", times)
-        first = [await first_sentence_ms(server.port) for _ in range(runs)]
-        rows.add("no key: reply's first sentence -> first audio", first)
+            for port, values in times.items():
+                result = await ha_transcribe(port, pcm, realtime=True)
+                assert result.transcript_at is not None, result.error
+                values.append(1000 * (result.transcript_at - result.audio_stop_at))
+        rows.add("no key: audio-stop -> transcript, command + 0.7 s quiet", times[server.port])
+        rows.add("  the same, Whisper at audio-stop (as before)", times[reference.port])
+        first = [await first_sentence_ms(server.port, CLAUSE_REPLY) for _ in range(runs)]
+        rows.add("no key: reply's first sentence (with a clause) -> first audio", first)
+        first = [await first_sentence_ms(server.port, PLAIN_REPLY) for _ in range(runs)]
+        rows.add("no key: reply's first sentence (no clause) -> first audio", first)
     rows.one(
         f"no key: WER of {len(COMMANDS)} commands, speculative", await local_wer(no_key()), "%"
     )
-    at_stop = no_key({"WYOMING_OPENAI_STT_SPECULATIVE_COMMIT": "false"})
     rows.one(
         f"no key: WER of {len(COMMANDS)} commands, at audio-stop", await local_wer(at_stop), "%"
     )

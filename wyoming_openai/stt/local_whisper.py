@@ -463,7 +463,7 @@ class LocalWhisperSession(SttSession):
         pcm, self._audio = bytes(self._audio), bytearray()
         parts: list[str] = []
         try:
-            if guess is not None:
+            if guess is not None:  # it holds every word: none was said after it
                 texts, language = await guess
                 for text in texts:
                     self._delta(parts, text)
