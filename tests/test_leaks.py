@@ -149,17 +149,24 @@ async def test_an_ended_utterance_releases_its_session_at_once(fake: FakeOpenAI,
         await settled(open_fds, baseline)
 
 
-async def test_a_client_gone_mid_utterance_releases_its_session(fake: FakeOpenAI) -> None:
+@pytest.mark.parametrize("when", ["mid-utterance", "before-the-transcript"])
+async def test_a_client_gone_releases_its_session(fake: FakeOpenAI, when: str) -> None:
     async with running_server(make_settings(fake.base_url)) as server:
         assert server.port is not None
         await ha_transcribe(server.port, PCM)
         await settled(lambda: fake.open_realtime_sessions, 0)
         baseline = open_fds()
+        fake.finalize_delay = 30.0  # the transcript would come long after the client left
         for _ in range(REPEATS):
             async with AsyncTcpClient("127.0.0.1", server.port) as client:
-                await start(client, fake, len(fake.realtime_sessions))
+                sessions = len(fake.realtime_sessions)
+                await start(client, fake, sessions)
                 await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
                 await send_audio(client, PCM)
+                if when == "before-the-transcript":
+                    await client.write_event(AudioStop().event())
+                    record = fake.realtime_sessions[sessions]
+                    await eventually(lambda: bool(record.commits), SETTLE_SECONDS)  # noqa: B023
         await settled(lambda: fake.open_realtime_sessions, 0)
         await settled(open_fds, baseline)
 
