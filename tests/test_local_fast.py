@@ -32,6 +32,7 @@ from tests.utterances import command, eventually, halves, room_noise, spoken
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.stt import local_whisper
 from wyoming_openai.stt.fallback import FallbackSttEngine
 from wyoming_openai.stt.local_whisper import LocalWhisperEngine, WhisperRunner
 from wyoming_openai.tts import piper_tts
@@ -156,6 +157,27 @@ async def test_speech_ending_again_is_transcribed_before_audio_stop(
         transcript = await utterance.stop()
     assert same_words(transcript, TEXT), transcript
     assert runner.runs == before + 2
+
+
+@pytest.mark.slow
+async def test_past_the_speculation_limit_a_stale_guess_is_dropped(
+    local_server: WyomingOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Speech resumes after a guess and ends past ``SPECULATE_MAX_MS``: no new guess, and
+    the old one (without the later words) is not the answer."""
+    assert local_server.port is not None
+    runner = runner_of(local_server)
+    first, second = halves(TEXT)
+    head = room_noise(0.2) + spoken(first) + room_noise(0.6, seed=3)
+    monkeypatch.setattr(local_whisper, "SPECULATE_MAX_MS", len(head) / 32 + 500)
+    async with Utterance(local_server.port) as utterance:
+        before = runner.runs
+        await utterance.send(head)
+        await eventually(lambda: runner.runs == before + 1, WAIT)
+        await utterance.send(spoken(second) + room_noise(0.7, seed=4))
+        transcript = await utterance.stop()
+    assert same_words(transcript, TEXT), transcript
+    assert runner.runs == before + 2  # the guess, then the whole at audio-stop
 
 
 @pytest.mark.slow

@@ -73,6 +73,11 @@ _LOGGER = logging.getLogger(__name__)
 PAD_MS = 250
 """Silence added before and after the utterance, milliseconds."""
 
+SPECULATE_MAX_MS = 30_000 - 2 * PAD_MS
+"""Longest utterance transcribed speculatively, milliseconds: one Whisper window (30 s,
+padding included). A longer one (dictation through the web face) is transcribed at its end
+only, so the worker shared by every client does not transcribe it again at each pause."""
+
 
 ENGLISH_ONLY_VOCABULARY = 51864
 """Vocabulary size of the English-only Whisper models (``*.en``); multilingual ones have
@@ -416,11 +421,16 @@ class LocalWhisperSession(SttSession):
         self._audio = bytearray()
 
     def _speculate(self, end: int) -> None:
-        """Transcribe ``_audio[:end]`` (speech ended there) in the worker now; it replaces an
+        """Transcribe ``_audio[:end]`` (speech ended there) in the worker now, unless it is
+        under :data:`MIN_UTTERANCE_MS` or over :data:`SPECULATE_MAX_MS`; it replaces an
         earlier guess (speech had resumed after it)."""
-        if end < self._source.bytes_for_ms(MIN_UTTERANCE_MS):
-            return
         self._drop_guess()
+        if not (
+            self._source.bytes_for_ms(MIN_UTTERANCE_MS)
+            <= end
+            <= self._source.bytes_for_ms(SPECULATE_MAX_MS)
+        ):
+            return
         loop = asyncio.get_running_loop()
         guess = loop.run_in_executor(
             self._runner.executor,
