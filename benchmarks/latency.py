@@ -39,6 +39,10 @@ time. Rows (median and p95 over the runs, milliseconds unless stated):
   transcription ``delta`` the client got its ``partial``; server CPU milliseconds per
   second of audio for 20 WebSocket sessions of 10 s against 20 Wyoming streams of the same
   audio on the same process, and their ratio.
+- the local engines (no key, in this process; ``benchmarks/local_engines.py``): ``audio-stop``
+  -> transcript of commands streamed in real time, a reply's first sentence -> first audio,
+  WER speculative vs at ``audio-stop``; upstream sessions and fds left after 100 rejected
+  utterances.
 
 Run: ``script/bench`` (``--help`` for options). ``--server-root DIR`` runs the server from
 another checkout (e.g. an older commit) to compare.
@@ -77,7 +81,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
-from benchmarks import warm_speech  # noqa: E402
+from benchmarks import local_engines, warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from benchmarks.http_speech import http_speech  # noqa: E402
 from benchmarks.http_transcriptions import http_section  # noqa: E402
@@ -741,7 +745,7 @@ async def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage",
+        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage,local",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -808,6 +812,8 @@ async def main() -> None:
             from benchmarks.outages import outage_rows  # it imports this module
 
             await outage_rows(table, args)
+        if "local" not in skip:  # in this process: no key, local engines (issue 14)
+            await local_engines.section(table, args.runs)
     finally:
         await fake.stop()
 

@@ -140,7 +140,8 @@ class SttSettings(_Section):
         description=(
             "Realtime: commit the audio as soon as a local voice-activity detector hears the "
             "speech end (0.3 s into the silence), so the model finalizes while Home Assistant "
-            "still counts its 0.7 s of silence; false: commit at audio-stop."
+            "still counts its 0.7 s of silence; local Whisper: transcribe then (again only if "
+            "speech resumes); false: commit or transcribe at audio-stop."
         ),
     )
     warm_sessions: int = Field(
@@ -324,7 +325,13 @@ class LocalSettings(_Section):
         1, ge=1, le=10, description="Beam size (1: greedy, fastest; 5: a little more accurate)."
     )
     whisper_threads: int = Field(
-        0, ge=0, le=64, description="CPU threads of one transcription; 0: CTranslate2's default."
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "CPU threads of one transcription; 0: the cores this process may use "
+            "(os.sched_getaffinity), not CTranslate2's fixed 4."
+        ),
     )
     piper_voice: Path | None = Field(
         None,

@@ -63,6 +63,7 @@ class Synthesis:
         self._pipeline = SynthesisPipeline(engine, voice, lookahead)
         self._splitter = SentenceSplitter(engine.max_text_chars)
         self._tentative: tuple[str, Piece] | None = None  # started before it was confirmed
+        self._clause_first = engine.clause_first  # until the first piece is started
         self._task = asyncio.create_task(self._play(), name="synthesis-writer")
 
     def _count(self, text: str) -> None:
@@ -73,7 +74,9 @@ class Synthesis:
             )
 
     def add_text(self, chunk: str) -> None:
-        """Streamed text (``synthesize-chunk``): each completed sentence starts at once.
+        """Streamed text (``synthesize-chunk``): each completed sentence starts at once,
+        and with an engine that speaks clauses sooner (:attr:`TtsEngine.clause_first`) the
+        reply's first clause does, before its sentence is complete.
 
         A chunk that ends with what looks like a whole sentence starts it at once too,
         before the next chunk confirms it (see :mod:`wyoming_openai.tts.pipeline`); if the
@@ -90,6 +93,12 @@ class Synthesis:
         sentences = self._splitter.add(chunk)
         for sentence in self._settle(sentences, self._splitter.pending_sentence()):
             self._pipeline.add(sentence)
+            self._clause_first = False
+        if self._clause_first and self._tentative is None:
+            clause = self._splitter.pending_clause()
+            if clause is not None and self._splitter.drop_prefix(clause):
+                self._pipeline.add(clause)
+                self._clause_first = False
         pending = self._splitter.pending_sentence()
         if pending is not None and self._tentative is None:
             piece = self._pipeline.add(pending)

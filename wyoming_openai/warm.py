@@ -214,7 +214,11 @@ class WarmPool(Generic[K, S]):
                 self._changed.set()  # open a replacement (used up) or renew
                 if warm.watcher is not None:
                     warm.watcher.cancel()
-                    await asyncio.wait({warm.watcher})  # no recv() of ours left on it
+                    try:
+                        await asyncio.wait({warm.watcher})  # no recv() of ours left on it
+                    except asyncio.CancelledError:  # the taker is gone: nobody would close it
+                        self.drop(warm)
+                        raise
                     warm.watcher = None
                 if warm.alive and time.time() < warm.renew_at and not self.closed:
                     return warm

@@ -253,6 +253,11 @@ class FakeOpenAI(
     ) -> None:
         await self.stop()
 
+    @property
+    def open_realtime_sessions(self) -> int:
+        """Realtime WebSockets accepted and not yet closed (leak checks count them)."""
+        return sum(1 for record in self.realtime_sessions if record.closed_at is None)
+
     async def expire_realtime_sessions(self) -> None:
         """End every open Realtime session now, as the service does at its time limit:
         ``error.code = session_expired``, then a 1001 close."""

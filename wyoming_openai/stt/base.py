@@ -128,7 +128,8 @@ class SttSession(ABC):
     @property
     def speech_detector(self) -> EndOfSpeechDetector | None:
         """The end-of-speech detector this session runs on its audio, if it runs one (the
-        realtime engine's speculative commit), so the caller need not run a second one.
+        realtime engine's speculative commit, the local engine's speculative transcription),
+        so the caller need not run a second one.
 
         It is fed every byte given to :meth:`send_audio` before that call returns (until
         :meth:`finish`); callers only read its state.

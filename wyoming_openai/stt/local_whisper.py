@@ -12,11 +12,20 @@ event loop never waits for them: other connections keep being served. ``faster_w
 imported only in that thread, when the model is loaded, so a server without the ``local``
 extra starts as long as it does not use this engine.
 
-Audio: Whisper works on 16 kHz mono float samples. The utterance is buffered until
-``audio-stop``, converted once (from any input format, with
+Audio: Whisper works on 16 kHz mono float samples. The utterance is buffered, converted
+once per transcription (from any input format, with
 :class:`~wyoming_openai.resample.AudioConverter`) and padded with :data:`PAD_MS` of silence
 on both sides: Whisper ``tiny.en`` tends to drop a first word that starts at t = 0
 (``benchmarks/README.md``, Whisper padding).
+
+Speculative transcription (``stt.speculative_commit``, as for the realtime engine): Home
+Assistant sends ``audio-stop`` only after 0.7 s of silence
+(``homeassistant/components/assist_pipeline/vad.py``, Home Assistant 2026.11). The session
+runs the end-of-speech detector of :mod:`wyoming_openai.vad` on its audio, and when speech
+ends it transcribes the utterance so far in the worker at once, while the client is still
+counting silence. At ``audio-stop`` that transcript is the answer if no speech started after
+it; if speech resumed, the whole utterance is transcribed again (a later end of speech
+replaces the earlier guess the same way), so a transcript never lacks words said after it.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,11 +65,18 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.transcribe import Segment
 
+    from ..vad import EndOfSpeechDetector
+
 _LOGGER = logging.getLogger(__name__)
 
 
 PAD_MS = 250
 """Silence added before and after the utterance, milliseconds."""
+
+SPECULATE_MAX_MS = 30_000 - 2 * PAD_MS
+"""Longest utterance transcribed speculatively, milliseconds: one Whisper window (30 s,
+padding included). A longer one (dictation through the web face) is transcribed at its end
+only, so the worker shared by every client does not transcribe it again at each pause."""
 
 
 ENGLISH_ONLY_VOCABULARY = 51864
@@ -144,6 +161,8 @@ class WhisperRunner:
         self.cpu_threads = cpu_threads
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         self._model: WhisperModel | None = None
+        self.runs = 0
+        """Transcriptions started so far (each :meth:`begin`), for logs and tests."""
 
     def model(self) -> WhisperModel:
         """The model, loaded on first use. Call it in :attr:`executor`'s thread only.
@@ -185,6 +204,7 @@ class WhisperRunner:
             too), and the language of the speech (ISO-639-1).
         """
         model = self.model()
+        self.runs += 1
         converter = AudioConverter(source, PCM_16K_MONO)
         pcm16k = converter.convert(pcm) + converter.flush()
         samples = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
@@ -192,9 +212,31 @@ class WhisperRunner:
         segments, info = model.transcribe(np.concatenate([pad, samples, pad]), **options)
         return iter(segments), info.language
 
+    def transcribe(
+        self, pcm: bytes, source: AudioFormat, options: dict[str, Any]
+    ) -> tuple[list[str], str]:
+        """:meth:`begin` and every segment at once; runs in the worker thread.
+
+        Returns:
+            the text of each segment, in order, and the language of the speech (ISO-639-1).
+        """
+        segments, language = self.begin(pcm, source, options)
+        return [segment.text for segment in segments], language
+
 
 _RUNNERS: dict[tuple[Path, str, int], WhisperRunner] = {}
 _RUNNERS_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    """CPU threads for one transcription when ``local.whisper_threads`` is 0: the cores this
+    process may run on (``os.sched_getaffinity``; a container's CPU set counts), instead of
+    CTranslate2's fixed 4 (``WhisperModel(cpu_threads=0)``), which oversubscribes a 2-core
+    machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # platforms without it
+        return max(1, os.cpu_count() or 1)
 
 
 def runner_for(model_dir: Path, compute_type: str, cpu_threads: int) -> WhisperRunner:
@@ -214,7 +256,8 @@ class LocalWhisperEngine(SttEngine):
     """faster-whisper on this machine (see the module docstring).
 
     Args:
-        local: the ``local`` settings (model directory, compute type, beam size, threads).
+        local: the ``local`` settings (model directory, compute type, beam size, threads;
+            0 threads: :func:`default_threads`).
         stt: the ``stt`` settings (default language, prompt).
 
     Raises:
@@ -235,7 +278,9 @@ class LocalWhisperEngine(SttEngine):
         self._local = local
         self._stt = stt
         self._runner = runner_for(
-            self._model.path, local.whisper_compute_type, local.whisper_threads
+            self._model.path,
+            local.whisper_compute_type,
+            local.whisper_threads or default_threads(),
         )
 
     @property
@@ -301,13 +346,37 @@ class LocalWhisperEngine(SttEngine):
                 :attr:`input_format`. A fallback passes the OpenAI engine's format (24 kHz)
                 and the audio is converted once, in the worker thread.
         """
-        return LocalWhisperSession(self._runner, source or self.input_format, self.options(request))
+        return LocalWhisperSession(
+            self._runner,
+            source or self.input_format,
+            self.options(request),
+            speculative=self._stt.speculative_commit,
+        )
+
+
+Guess = asyncio.Future[tuple[list[str], str]]
+"""A speculative transcription running (or queued) in the worker."""
 
 
 class LocalWhisperSession(SttSession):
-    """One utterance: buffered until :meth:`finish`, then transcribed in the model's thread."""
+    """One utterance: buffered, transcribed in the model's thread when speech ends (if
+    ``speculative``) and at :meth:`finish` unless that transcript still holds (see the
+    module docstring).
 
-    def __init__(self, runner: WhisperRunner, source: AudioFormat, options: dict[str, Any]) -> None:
+    Args:
+        runner: the model's worker.
+        source: the format :meth:`send_audio` takes.
+        options: keyword arguments of ``WhisperModel.transcribe``.
+        speculative: transcribe at each end of speech the detector hears.
+    """
+
+    def __init__(
+        self,
+        runner: WhisperRunner,
+        source: AudioFormat,
+        options: dict[str, Any],
+        speculative: bool = False,
+    ) -> None:
         self._runner = runner
         self._source = source
         self._options = options
@@ -315,10 +384,19 @@ class LocalWhisperSession(SttSession):
         self._finished = False
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._vad: EndOfSpeechDetector | None = None
+        if speculative:
+            from ..vad import EndOfSpeechDetector  # not needed at start-up
+
+            self._vad = EndOfSpeechDetector(rate=source.rate)
+        self._guess: Guess | None = None
 
     def send_audio(self, pcm: bytes) -> None:
-        if not self._finished:
-            self._audio += pcm
+        if self._finished or not pcm:
+            return
+        self._audio += pcm
+        if self._vad is not None and (ends := self._vad.feed(pcm)):
+            self._speculate(min(ends[-1], len(self._audio)))
 
     def finish(self) -> None:
         if not self._finished:
@@ -328,34 +406,85 @@ class LocalWhisperSession(SttSession):
     def results(self) -> AsyncIterator[TranscriptEvent]:
         return drain_results(self._results)
 
+    @property
+    def speech_detector(self) -> EndOfSpeechDetector | None:
+        return self._vad
+
     async def aclose(self) -> None:
         """Cancel the transcription; a job still queued for the worker is dropped, one
         already running finishes in its thread and its result is ignored."""
+        self._drop_guess()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._audio = bytearray()
 
+    def _speculate(self, end: int) -> None:
+        """Transcribe ``_audio[:end]`` (speech ended there) in the worker now, unless it is
+        under :data:`MIN_UTTERANCE_MS` or over :data:`SPECULATE_MAX_MS`; it replaces an
+        earlier guess (speech had resumed after it)."""
+        self._drop_guess()
+        if not (
+            self._source.bytes_for_ms(MIN_UTTERANCE_MS)
+            <= end
+            <= self._source.bytes_for_ms(SPECULATE_MAX_MS)
+        ):
+            return
+        loop = asyncio.get_running_loop()
+        guess = loop.run_in_executor(
+            self._runner.executor,
+            self._runner.transcribe,
+            bytes(self._audio[:end]),
+            self._source,
+            self._options,
+        )
+        guess.add_done_callback(_retrieve)
+        self._guess = guess
+
+    def _drop_guess(self) -> None:
+        if self._guess is not None:
+            self._guess.cancel()  # dropped if still queued; else its result is ignored
+            self._guess = None
+
+    def _take_guess(self) -> Guess | None:
+        """The speculative transcription if it covers all the speech: none started since."""
+        guess, self._guess = self._guess, None
+        if guess is not None and self._vad is not None and self._vad.in_speech:
+            _LOGGER.debug("Speech resumed after its end was heard: transcribing it all again")
+            guess.cancel()
+            return None
+        return guess
+
+    def _delta(self, parts: list[str], text: str) -> None:
+        """Pass on one segment's text (the first without its leading space)."""
+        text = text if parts else text.lstrip()
+        parts.append(text)
+        if text:
+            self._results.put_nowait(TranscriptDelta(text))
+
     async def _transcribe(self) -> None:
-        if len(self._audio) < self._source.bytes_for_ms(MIN_UTTERANCE_MS):
+        guess = self._take_guess()
+        if guess is None and len(self._audio) < self._source.bytes_for_ms(MIN_UTTERANCE_MS):
             self._results.put_nowait(TranscriptFinal(""))
             return
         loop = asyncio.get_running_loop()
         executor = self._runner.executor
         pcm, self._audio = bytes(self._audio), bytearray()
+        parts: list[str] = []
         try:
-            segments, language = await loop.run_in_executor(
-                executor, self._runner.begin, pcm, self._source, self._options
-            )
-            parts: list[str] = []
-            while (
-                segment := await loop.run_in_executor(executor, next, segments, None)
-            ) is not None:
-                text = segment.text if parts else segment.text.lstrip()
-                parts.append(text)
-                if text:
-                    self._results.put_nowait(TranscriptDelta(text))
+            if guess is not None:  # it holds every word: none was said after it
+                texts, language = await guess
+                for text in texts:
+                    self._delta(parts, text)
+            else:
+                segments, language = await loop.run_in_executor(
+                    executor, self._runner.begin, pcm, self._source, self._options
+                )
+                while (
+                    segment := await loop.run_in_executor(executor, next, segments, None)
+                ) is not None:
+                    self._delta(parts, segment.text)
             self._results.put_nowait(TranscriptFinal("".join(parts).strip(), language))
         except asyncio.CancelledError:
             raise
@@ -369,3 +498,10 @@ class LocalWhisperSession(SttSession):
             self._results.put_nowait(
                 BridgeError(ErrorCode.STT_FAILED, "local transcription failed (see server log)")
             )
+
+
+def _retrieve(guess: Guess) -> None:
+    """Read a dropped guess's failure, so asyncio does not log it as never retrieved (a
+    failure of the transcription that answers is reported by it)."""
+    if not guess.cancelled():
+        guess.exception()

@@ -50,6 +50,11 @@ class TtsEngine(ABC):
     max_text_chars: int
     """Longest text one :meth:`synthesize` call accepts; longer text is split by the caller."""
 
+    clause_first: bool = False
+    """Whether a streamed reply's first clause is worth speaking on its own as soon as it is
+    complete: the engine's time to first audio grows with the text (a local model
+    synthesizing whole sentences), so the clause is heard before its sentence is made."""
+
     program_name: str = "openai-tts"
     """Name of the TTS program in Info."""
     program_description: str = "OpenAI text to speech (wyoming-openai)"

@@ -10,6 +10,14 @@ yields one audio chunk per sentence; each ``next()`` is its own job in the worke
 sentence's audio leaves as soon as it is made, and several streams share the voice sentence
 by sentence in arrival order. ``piper`` is imported only in that thread.
 
+First audio: Piper makes a sentence's audio in one inference, whose time grows with the
+sentence, so a long first sentence is spoken in two parts: its first clause
+(:func:`~wyoming_openai.tts.sentences.first_clause`) alone, then the rest, made while the
+clause plays; a stream starts the clause as soon as it is complete
+(:attr:`~wyoming_openai.tts.base.TtsEngine.clause_first`). The voice is loaded and run once
+at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first inference is several times slower
+than the next ones.
+
 Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voices, from the
 voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
 ``output_format`` (a fallback for OpenAI TTS asks for 24 kHz so that one stream keeps one
@@ -20,6 +28,7 @@ format): then every sentence goes through one streaming
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -34,6 +43,7 @@ from ..config import LocalSettings
 from ..errors import BridgeError, ErrorCode, ModelLoadError
 from ..resample import AudioConverter
 from .base import SpeechOptions, TtsEngine, VoiceInfo
+from .sentences import first_clause
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -44,6 +54,13 @@ MAX_TEXT_CHARS = 4096
 """Text per :meth:`PiperTtsEngine.synthesize` call (Piper itself splits sentences)."""
 
 INSTALL_HINT = "install them with: pip install 'wyoming-openai[local]'"
+
+CLAUSE_REST_MIN_WORDS = 3
+"""Words the rest of a first sentence needs for its first clause to be spoken apart: a
+short rest costs a seam in the speech for little time saved."""
+
+WARM_UP_TEXT = "Ready, listening."
+"""Spoken (and discarded) once at start-up, so no reply pays ONNX Runtime's first run."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,10 @@ class PiperRunner:
         self.files = files
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
         self._voice: PiperVoice | None = None
+        self.syntheses = 0
+        """Texts begun so far (each :meth:`begin`, the warm-up included), for tests."""
+        self.warm = False
+        """The voice has spoken once (:meth:`warm_up`)."""
 
     def voice(self) -> PiperVoice:
         """The voice, loaded on first use. Call it in :attr:`executor`'s thread only.
@@ -166,11 +187,27 @@ class PiperRunner:
             noise_scale=config.noise_scale,
             noise_w_scale=config.noise_w_scale,
         )
-        chunks = voice.synthesize(text, syn_config=syn_config)
+        self.syntheses += 1
+        parts = first_clause(text, CLAUSE_REST_MIN_WORDS) or (text,)
+        chunks = itertools.chain.from_iterable(
+            voice.synthesize(part, syn_config=syn_config) for part in parts
+        )
         source = AudioFormat(rate=self.files.rate, width=2, channels=1)
         if target == source:
             return (chunk.audio_int16_bytes for chunk in chunks)
         return _converted((chunk.audio_int16_bytes for chunk in chunks), source, target)
+
+    def warm_up(self, config: SynthesisOptions) -> None:
+        """Load the voice and speak :data:`WARM_UP_TEXT`, once per process; runs in the
+        worker thread.
+
+        Raises:
+            ModelLoadError: piper-tts is not installed, or the voice cannot be loaded.
+        """
+        if not self.warm:
+            for _ in self.begin(WARM_UP_TEXT, config, AudioFormat(self.files.rate, 2, 1)):
+                pass
+            self.warm = True
 
 
 def _converted(pcm: Iterator[bytes], source: AudioFormat, target: AudioFormat) -> Iterator[bytes]:
@@ -208,6 +245,7 @@ class PiperTtsEngine(TtsEngine):
     """
 
     max_text_chars = MAX_TEXT_CHARS
+    clause_first = True
     program_name = "piper"
     program_description = "Piper text to speech on this machine (wyoming-openai)"
     model_attribution = ("Piper", "https://github.com/OHF-Voice/piper1-gpl")
@@ -235,12 +273,14 @@ class PiperTtsEngine(TtsEngine):
         return self._files.name
 
     async def prepare(self) -> None:
-        """Load the voice in its worker thread.
+        """Load the voice and speak once (:data:`WARM_UP_TEXT`), in its worker thread.
 
         Raises:
             ModelLoadError: piper-tts is missing or the voice cannot be loaded.
         """
-        await asyncio.get_running_loop().run_in_executor(self._runner.executor, self._runner.voice)
+        await asyncio.get_running_loop().run_in_executor(
+            self._runner.executor, self._runner.warm_up, self._options
+        )
 
     async def synthesize(
         self, text: str, voice: str, options: SpeechOptions | None = None

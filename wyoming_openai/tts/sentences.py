@@ -90,6 +90,36 @@ _SENTENCE_END_RE = re.compile(r"(?:[.!?…]|[؟]|[।॥])+['\"\)\]\}\u2019\u201
 (``SENTENCE_END``, ``ASCII_CLOSERS``) at the very end."""
 
 
+CLAUSE_MIN_WORDS = 3
+"""Words a first clause needs to be spoken apart from the rest of its sentence."""
+
+_CLAUSE_END_RE = re.compile(r"[,;:\u2014\u2013]\s")
+"""A clause ends at a comma, semicolon, colon or dash followed by a space (``1,000`` is
+not a clause end)."""
+
+_INNER_SENTENCE_END_RE = re.compile(r"[.!?\u2026]\s")
+
+
+def first_clause(text: str, rest_min_words: int) -> tuple[str, str] | None:
+    """``text`` cut after the first clause of its first sentence, when the clause has at
+    least :data:`CLAUSE_MIN_WORDS` words and the rest of that sentence at least
+    ``rest_min_words``; else None.
+
+    Returns:
+        the clause (with its punctuation) and the rest of the text, both stripped.
+    """
+    sentence_end = _INNER_SENTENCE_END_RE.search(text)
+    sentence = text[: sentence_end.start() + 1] if sentence_end else text
+    for mark in _CLAUSE_END_RE.finditer(sentence):
+        clause = text[: mark.start() + 1].strip()
+        if len(clause.split()) < CLAUSE_MIN_WORDS:
+            continue
+        if len(sentence[mark.end() :].split()) < rest_min_words:
+            return None
+        return clause, text[mark.end() :].strip()
+    return None
+
+
 class SentenceSplitter:
     """Streaming text (``synthesize-chunk`` deltas) -> complete sentences, in order."""
 
@@ -113,6 +143,12 @@ class SentenceSplitter:
         ):
             return None
         return text
+
+    def pending_clause(self) -> str | None:
+        """The first clause of the held-back text (:func:`first_clause`), once the word
+        after it has begun; ``None`` otherwise."""
+        found = first_clause(held_text(self._detector).lstrip(), 1)
+        return found[0] if found is not None and len(found[0]) <= self._max_chars else None
 
     def drop_prefix(self, text: str) -> bool:
         """Forget ``text`` (a :meth:`pending_sentence` already spoken) from the start of
