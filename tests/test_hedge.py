@@ -26,6 +26,7 @@ from tests.harness import (
     running_server,
 )
 from tests.utterances import command, eventually, tone, use_whisper
+from wyoming_openai import metrics
 from wyoming_openai.audio import PCM_24K_MONO
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
@@ -45,6 +46,12 @@ deadline (openai.timeout, 10 s) is far away, so only a hedge answers in time."""
 
 def hedge_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "overdue" in r.getMessage()]
+
+
+def hedges_counted(path: str) -> float:
+    """``wyoming_openai_hedges_total{path=...}`` as /metrics shows it."""
+    value = metrics.REGISTRY.get_sample_value("wyoming_openai_hedges_total", {"path": path})
+    return value or 0.0
 
 
 def without_hedging(settings: Settings) -> Settings:
@@ -156,11 +163,13 @@ async def test_a_stalled_session_is_raced_by_a_fresh_one_and_closed(
     the utterance and answers; the stalled one is closed; one transcript reaches the
     client."""
     fake.stall_after_commit = 1
+    hedges_before = hedges_counted("transcription finalize")
     async with running_server(make_settings(fake.base_url, *QUICK_HEDGE)) as server:
         assert server.port is not None
         result = await ha_transcribe(server.port, utterance())
         stalled, fresh = fake.realtime_sessions
         await asyncio.wait_for(stalled.closed.wait(), 5)  # the loser's WebSocket is closed
+    assert hedges_counted("transcription finalize") == hedges_before + 1  # on /metrics
     assert result.error is None
     assert result.transcript == "hello world"
     assert result.types.count("transcript") == 1
@@ -251,12 +260,14 @@ async def test_a_stalled_speech_request_is_raced_by_a_fresh_one_and_closed(
     fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.speech_stalls = 1
+    hedges_before = hedges_counted("speech first byte")
     settings = make_settings(fake.base_url, "--tts-mode", "speech", *QUICK_HEDGE)
     async with running_server(settings) as server:
         assert server.port is not None
         result = await ha_synthesize(server.port, TEXT)
         stalled, fresh = fake.speech_streams
         await eventually(lambda: stalled.aborted)  # the loser's request is closed
+    assert hedges_counted("speech first byte") == hedges_before + 1  # on /metrics
     assert result.error is None
     assert result.audio == default_synthesizer(TEXT, "alloy")  # once, whole
     assert result.types.count("audio-start") == 1

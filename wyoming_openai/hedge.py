@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from . import metrics
 from .errors import BridgeError
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class LatencyTracker:
     def hedged(self, what: str, after: float) -> None:
         """Count and log one hedge: ``what`` was started ``after`` seconds in."""
         self.hedges += 1
+        metrics.hedged(self.path)
         _LOGGER.warning(
             "OpenAI %s overdue (no answer after %.2f s): %s in parallel", self.path, after, what
         )

@@ -113,6 +113,13 @@ MODEL_MOVES = Counter(
     ["kind", "retired", "successor"],
     registry=REGISTRY,
 )
+HEDGES = Counter(
+    "wyoming_openai_hedges",
+    "Overdue OpenAI answers raced by the next option (a fresh session or request, or the "
+    "local engines), by the path that was late (openai.hedge_floor / hedge_ceiling)",
+    ["path"],
+    registry=REGISTRY,
+)
 UPSTREAM_SESSIONS = Gauge(
     "wyoming_openai_upstream_sessions",
     "Realtime WebSocket sessions open upstream now (warm and pooled ones included), by kind",
@@ -170,6 +177,12 @@ def retried(kind: Kind) -> None:
 def renewed(kind: Kind) -> None:
     """A pooled realtime session is replaced before it expires."""
     RENEWALS.labels(kind=kind).inc()
+
+
+def hedged(path: str) -> None:
+    """An answer on ``path`` (one of the fixed names the engines time, e.g.
+    ``"transcription finalize"``) was overdue and the next option started."""
+    HEDGES.labels(path=path).inc()
 
 
 def model_moved(kind: Kind, retired: str, successor: str) -> None:
