@@ -112,7 +112,7 @@ class SttSettings(_Section):
         True,
         description=(
             "Realtime: commit the audio as soon as a local voice-activity detector hears the "
-            "speech end (0.3 s into the silence), so the model finalizes while Home Assistant "
+            "speech end (0.1-0.3 s into the silence), so the model finalizes while Home Assistant "
             "still counts its 0.7 s of silence; false: commit at audio-stop."
         ),
     )
