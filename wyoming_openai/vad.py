@@ -168,11 +168,12 @@ class EndOfSpeechDetector:
                 self._ending = 0
                 if self._sure_run >= MIN_SPEECH_FRAMES and not self.in_speech:
                     self.in_speech = True
+                    self._recheck = 0
                     self.speech_starts.append(self._frames * self._bytes_per_frame)
                 continue
             self._sure_run = 0
             self._ending += 1
-            if self._recheck:
+            if self._recheck and not self.in_speech:
                 self._recheck -= 1
                 if score >= self._lowest + RISE:  # a sound after a silent closure
                     self._recheck = self._ending = 0
