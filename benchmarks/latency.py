@@ -76,6 +76,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
+from benchmarks import real_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from tests import speech  # noqa: E402
 from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, RealtimeSessionRecord  # noqa: E402
@@ -735,7 +736,7 @@ async def main() -> None:
         "--server-args", default="", help="extra server flags, e.g. '--tts-lookahead 2'"
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web"
+        "--skip", default="", help="comma-separated sections to skip: stt,wer,tts,scale,web,real"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -785,6 +786,8 @@ async def main() -> None:
         startups.append(second.startup)
         for _ in range(3):
             startups.append((await with_server(fake, args, {}, _nothing)).startup)
+        if "real" not in skip:
+            await real_speech.section(table, fake, args, with_server)
         if "web" not in skip:
 
             async def web_face(server: ServerProcess) -> None:
