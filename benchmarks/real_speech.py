@@ -150,7 +150,87 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} / {float(np.percentile(values, 95)):.0f}"
 
 
+def _scores(pcm: bytes, model: str) -> tuple[np.ndarray, int]:
+    """Speech scores of 16 kHz ``pcm`` per frame, and the frame's samples."""
+    samples = np.frombuffer(pcm, "<i2")
+    if model == "earshot":
+        import earshot
+
+        detector = earshot.Detector()
+        frames = range(0, samples.size - 255, 256)
+        return np.array([detector.predict_i16(samples[i : i + 256]) for i in frames]), 256
+    from faster_whisper.vad import get_vad_model  # the local extra only
+
+    audio = samples[: samples.size - samples.size % 512].astype(np.float32) / 32768
+    return np.asarray(get_vad_model()(audio)).reshape(-1), 512
+
+
+def _last_end(scores: np.ndarray, samples: int, threshold: float, hang_ms: float) -> list[int]:
+    """Ends (byte offsets) by the rule "3 frames >= threshold start, ``hang_ms`` below end"."""
+    need = max(1, round(hang_ms / (1000 * samples / recordings.RATE)))
+    ends, run, below, speech = [], 0, 0, False
+    for index, score in enumerate(scores):
+        if score >= threshold:
+            run, below = run + 1, 0
+            speech = speech or run >= 3
+            continue
+        run, below = 0, below + 1
+        if speech and below >= need:
+            speech = False
+            ends.append((index + 1) * samples * 2)
+    return ends
+
+
+def compare() -> None:
+    """The options of ``benchmarks/README.md`` (End of real speech), printed: earshot at
+    several thresholds and hangovers and Silero (``faster_whisper.vad``, when installed) on
+    the clips, with the rule of the detector before the rise check; and how many Piper
+    commands with a 0.3 s pause at their middle word get an end inside the pause."""
+    from tests.utterances import COMMANDS, HA_SILENCE_SECONDS, halves, paused, sound_bounds, spoken
+
+    clips = [utterance(clip) for clip in recordings.load()]
+    tail = int(HA_SILENCE_SECONDS * recordings.RATE) * 2
+    pauses = []
+    for index, text in enumerate(COMMANDS):
+        pcm = paused(text, 0.3, seed=index)
+        first = spoken(halves(text)[0])
+        pause_start = int(0.2 * recordings.RATE) * 2 + sound_bounds(first)[1]
+        second = spoken(halves(text)[1])
+        pause_end = len(pcm) - tail - len(second) + sound_bounds(second)[0]
+        pauses.append((pcm, pause_start, pause_end))
+    models = ["earshot"]
+    try:
+        import faster_whisper.vad  # noqa: F401
+
+        models.append("silero")
+    except ImportError:
+        print("silero: faster-whisper not installed (the local extra)")
+    for model in models:
+        cache = {id(pcm): _scores(pcm, model) for pcm, _ in clips}
+        cache.update({id(pcm): _scores(pcm, model) for pcm, _, _ in pauses})
+        for threshold in (0.5, 0.6, 0.7):
+            for hang in (100.0, 150.0, 200.0, 300.0):
+                delays, cut = [], 0
+                for pcm, last in clips:
+                    ends = _last_end(*cache[id(pcm)], threshold, hang)
+                    if ends:
+                        delays.append((ends[-1] - last) / 32)
+                for pcm, start, end in pauses:
+                    ends = _last_end(*cache[id(pcm)], threshold, hang)
+                    cut += any(start < e < end + 3200 for e in ends)
+                print(
+                    f"{model:8} threshold {threshold:.1f}, {hang:3.0f} ms: last sound -> end "
+                    f"{summary(delays)} ms (median / p95); ends in a 0.3 s pause: "
+                    f"{cut}/{len(pauses)}"
+                )
+
+
 if __name__ == "__main__":
-    found = recordings.load()
-    found_delays, found_early = detector_delays(found)
-    print(f"last sound -> end: {summary(found_delays)} ms; ends before: {found_early}")
+    import sys
+
+    if "--compare" in sys.argv:
+        compare()
+    else:
+        found = recordings.load()
+        found_delays, found_early = detector_delays(found)
+        print(f"last sound -> end: {summary(found_delays)} ms; ends before: {found_early}")
