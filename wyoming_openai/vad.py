@@ -45,10 +45,10 @@ SPEECH_THRESHOLD = 0.5
 
 END_THRESHOLD = 0.7
 """Speech starts (and resumes) with :data:`MIN_SPEECH_FRAMES` frames scoring at least this;
-after speech, a frame scoring below it counts toward its end. ``earshot``'s score
-decays over 100 to 250 ms after the last sound of a real voice (breath, reverb, a trailing
-consonant), so counting from :data:`SPEECH_THRESHOLD` alone hears the end late
-(``benchmarks/README.md``, End of real speech)."""
+after speech, a frame scoring below it counts toward its end. ``earshot``'s score decays
+slowly after the last sound of a real voice (breath, reverb, a trailing consonant), so
+counting from :data:`SPEECH_THRESHOLD` hears the end late (``benchmarks/README.md``, End
+of real speech)."""
 
 RECHECK_MS = 200.0
 """After an end of speech, ms during which a rise of the score (:data:`RISE`) over its
@@ -76,15 +76,17 @@ class EndOfSpeechDetector:
 
     Feed audio in order with :meth:`feed`; it returns where speech ended within that
     audio (speech of at least :data:`MIN_SPEECH_FRAMES` frames, then
-    ``end_of_speech_ms`` of frames below :data:`END_THRESHOLD`), and
-    :attr:`speech_starts` lists where speech started. :attr:`in_speech` tells whether
+    ``end_of_speech_ms`` of frames below :data:`END_THRESHOLD`; a rise of the score soon
+    after, :data:`RECHECK_MS` / :data:`RISE`, resumes it), and :attr:`speech_starts` lists
+    where speech started. :attr:`in_speech` tells whether
     speech has started since the last end; :attr:`speech_heard` and :attr:`quiet_ms` tell whether
     any speech was heard and for how long it has been quiet since (for a second,
     longer end, e.g. :mod:`wyoming_openai.endpointing`). CPU: one ``soxr`` call per
     :meth:`feed` (none at 16 kHz) and one model call per 16 ms frame.
 
     Args:
-        end_of_speech_ms: milliseconds of non-speech that end speech.
+        end_of_speech_ms: milliseconds of frames below :data:`END_THRESHOLD` that end
+            speech.
         rate: Hz of the input (default 24 kHz, the realtime engine's input format).
     """
 
