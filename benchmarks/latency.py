@@ -81,7 +81,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStopped,
 )
 
-from benchmarks import local_engines, warm_speech  # noqa: E402
+from benchmarks import local_engines, real_speech, warm_speech  # noqa: E402
 from benchmarks.cpu_floor import cpu_seconds, floors, free_port  # noqa: E402
 from benchmarks.http_speech import http_speech  # noqa: E402
 from benchmarks.http_transcriptions import http_section  # noqa: E402
@@ -745,7 +745,7 @@ async def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage,local",
+        help="comma-separated sections to skip: stt,wer,tts,scale,web,http,warm,outage,local,real",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -795,6 +795,8 @@ async def main() -> None:
         startups.append(second.startup)
         for _ in range(3):
             startups.append((await with_server(fake, args, {}, _nothing)).startup)
+        if "real" not in skip:
+            await real_speech.section(table, fake, args, with_server)
         if "web" not in skip:
 
             async def web_face(server: ServerProcess) -> None:

@@ -15,7 +15,15 @@ import pytest
 from tests import speech
 from tests.fake_openai import FakeOpenAI, RealtimeSessionRecord
 from tests.harness import ha_transcribe, make_settings, running_server
-from tests.utterances import COMMANDS, RATE, command, room_noise, spoken, use_whisper
+from tests.utterances import (
+    COMMANDS,
+    RATE,
+    command,
+    room_noise,
+    sound_bounds,
+    spoken,
+    use_whisper,
+)
 from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.resample import AudioConverter
@@ -55,39 +63,46 @@ async def test_the_end_of_speech_is_committed_before_audio_stop(
     (commit,) = session.commits
     types = client_types(session)
     assert APPEND in types[types.index(COMMIT) + 1 :]  # audio went on: audio-stop came later
-    speech_end = upstream_bytes(0.2) + upstream_bytes(len(spoken(text)) / 2 / RATE)
-    assert speech_end < len(commit) < len(session.audio) - upstream_bytes(0.2)
+    last_sound = upstream_bytes(0.2) + upstream_bytes(sound_bounds(spoken(text))[1] / 2 / RATE)
+    assert last_sound < len(commit) < len(session.audio) - upstream_bytes(0.2)
     assert bytes(session.audio).startswith(commit)
 
 
-async def test_speech_that_resumes_after_a_pause_gives_the_joined_transcript(
+async def test_speech_that_resumes_after_a_pause_is_transcribed_whole(
     fake: FakeOpenAI, port: int
 ) -> None:
-    """A pause long enough to commit, then more speech: two items, joined in order."""
+    """A pause long enough to commit, then more speech: the uncommitted audio is cleared and
+    the whole utterance is committed again as one item, whose transcript is the answer."""
     use_whisper(fake)
     first, second = COMMANDS[0], COMMANDS[2]
     result = await ha_transcribe(port, command(first, 0.6, second))
 
     assert same_words(result.transcript, first, second)
     (session,) = fake.realtime_sessions
-    assert len(session.commits) == 2  # one per end of speech, none at audio-stop
-    assert all(same_words(t, s) for t, s in zip(session.transcripts, (first, second), strict=True))
+    assert len(session.commits) == 2  # the first part early, then everything once more
+    assert same_words(session.transcripts[0], first)
+    assert same_words(session.transcripts[1], first, second)
+    assert "input_audio_buffer.clear" in client_types(session)
+    assert session.commits[1].startswith(session.commits[0])  # from the utterance's start
     chunks = [e.data["text"] for e in result.events if e.type == "transcript-chunk"]
-    assert "".join(chunks) == result.transcript  # deltas add up to the joined transcript
+    assert "".join(chunks) == result.transcript  # deltas add up to the answer
 
 
 async def test_speech_going_on_at_audio_stop_is_committed_then(fake: FakeOpenAI, port: int) -> None:
-    """Speech resumes after a commit and is still going when audio-stop comes (no trailing
-    silence): what is left is committed at audio-stop and joined after the first item."""
+    """Speech resumes after a commit and is still going when audio-stop comes (cut at its
+    last sound): the whole utterance is committed again at audio-stop, one item."""
     use_whisper(fake)
     first, second = COMMANDS[1], COMMANDS[2]
-    result = await ha_transcribe(port, command(first, 0.6, second, tail_seconds=0.0))
+    pcm = command(first, 0.6, second, tail_seconds=0.0)
+    pcm = pcm[: sound_bounds(pcm)[1]]  # stopped at the last sound
+    result = await ha_transcribe(port, pcm)
 
     assert same_words(result.transcript, first, second)
     (session,) = fake.realtime_sessions
     assert len(session.commits) == 2
     assert client_types(session)[-1] == COMMIT  # the last commit came after all the audio
-    assert b"".join(session.commits) == bytes(session.audio)
+    assert session.commits[1].startswith(session.commits[0])  # from the utterance's start
+    assert bytes(session.audio).endswith(session.commits[1])  # ... to its end
 
 
 async def test_speculative_commit_can_be_turned_off(fake: FakeOpenAI) -> None:
@@ -161,7 +176,7 @@ async def test_speculative_commit_with_the_default_settings(fake: FakeOpenAI) ->
     """The defaults (speculative commit, one warm session) work together."""
     use_whisper(fake)
     settings = make_settings(fake.base_url, "--stt-warm-sessions", "1")
-    text = COMMANDS[5]
+    text = COMMANDS[0]
     async with running_server(settings) as server:
         assert server.port is not None
         await fake.wait_for_realtime_session(1)
@@ -169,3 +184,18 @@ async def test_speculative_commit_with_the_default_settings(fake: FakeOpenAI) ->
     assert same_words(result.transcript, text)
     used = [s for s in fake.realtime_sessions if s.commits]
     assert len(used) == 1 and len(used[0].commits) == 1
+
+
+async def test_a_final_consonant_after_a_silent_closure_is_kept(
+    fake: FakeOpenAI, port: int
+) -> None:
+    """In "locked" the detector hears the end in the silent closure before the final "t";
+    the release that follows resumes speech, and the whole utterance is committed again,
+    so the answer says "locked", not "lock"."""
+    use_whisper(fake)
+    text = COMMANDS[5]
+    result = await ha_transcribe(port, command(text))
+
+    assert same_words(result.transcript, text)
+    (session,) = fake.realtime_sessions
+    assert session.commits[-1].startswith(session.commits[0])  # the last one holds it all

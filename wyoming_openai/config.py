@@ -139,9 +139,10 @@ class SttSettings(_Section):
         True,
         description=(
             "Realtime: commit the audio as soon as a local voice-activity detector hears the "
-            "speech end (0.3 s into the silence), so the model finalizes while Home Assistant "
-            "still counts its 0.7 s of silence; local Whisper: transcribe then (again only if "
-            "speech resumes); false: commit or transcribe at audio-stop."
+            "speech end (0.1-0.3 s into the silence), so the model finalizes while Home Assistant "
+            "still counts its 0.7 s of silence (if speech resumes, the whole utterance is "
+            "committed again); local Whisper: transcribe then (again only if speech resumes); "
+            "false: commit or transcribe at audio-stop."
         ),
     )
     warm_sessions: int = Field(

@@ -2,12 +2,15 @@
 
 Speculative commit: Home Assistant sends ``audio-stop`` only after 0.7 s of silence
 (``homeassistant/components/assist_pipeline/vad.py``, Home Assistant 2026.11). A local
-voice-activity detector (:mod:`wyoming_openai.vad`) hears the end of speech about 0.3 s
+voice-activity detector (:mod:`wyoming_openai.vad`) hears the end of speech 0.1-0.3 s
 into that silence, and
 the audio so far is committed then, so the model finalizes while Home Assistant is still
-counting. If speech resumes, the audio goes on into a new item, which is committed at the
-next end of speech or at ``audio-stop``; the answer joins the items' transcripts in order.
-At ``audio-stop`` only what is left is committed, and only if it holds speech.
+counting. If speech resumes after such a commit (the end was a pause inside the command),
+the uncommitted audio is cleared (``input_audio_buffer.clear``) and the whole utterance is
+appended again from its start, to be committed at the next end of speech or at
+``audio-stop``: the answer is that last item's transcript alone, so a command is never
+transcribed in pieces (the earlier items' transcripts are dropped; their audio is billed
+twice). At ``audio-stop`` only what is left is committed, and only if it holds speech.
 
 A commit of under 100 ms of audio is answered with ``error.code =
 input_audio_buffer_commit_empty``, so a shorter utterance is answered with an empty
@@ -76,6 +79,10 @@ answer comes no later for it: before a commit whatever is held is sent at once."
 
 APPEND_BATCH_BYTES = PCM_24K_MONO.bytes_for_ms(APPEND_BATCH_MS)
 
+CLEAR_EVENT = '{"type":"input_audio_buffer.clear"}'
+"""Drops the uncommitted audio (``InputAudioBufferClearEvent`` in
+``openai.types.realtime``), before the utterance is appended again from its start."""
+
 WHAT = "transcription"
 
 
@@ -89,6 +96,7 @@ class _Attempt:
     commits: int = 0
     commit_times: list[float] = field(default_factory=list)  # loop time of each commit sent
     answers: int = 0  # commits answered (transcript, or nothing said)
+    superseded: int = 0  # first commits whose items a later re-commit of everything replaced
     wake_at: int = 1  # bytes of audio at which its sender wants waking
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # commit/answer/audio-stop
     sending_done: bool = False
@@ -120,7 +128,7 @@ class _Attempt:
     def text(self) -> str:
         """The transcript so far: finished items, then the first unfinished one's deltas."""
         parts: list[str] = []
-        for item in self.order:
+        for item in self.order[self.superseded :]:
             if item is None:
                 continue
             if item in self.finals:
@@ -147,6 +155,7 @@ class RealtimeSttSession(SttSession):
 
             self._vad = EndOfSpeechDetector()
         self._speech_ends: list[int] = []  # offsets into _audio where speech ended
+        self._resumed_at: list[int] = []  # offsets into _audio where speech started again
         self._committed = False  # some attempt sent a commit (a replay commits at the end)
         self._results: asyncio.Queue[TranscriptEvent | BridgeError] = asyncio.Queue()
         self._emitted = ""  # delta text already given out (not repeated after a replay)
@@ -169,10 +178,14 @@ class RealtimeSttSession(SttSession):
             return
         self._audio += pcm
         if self._vad is not None:
+            starts = len(self._vad.speech_starts)
             for end in self._vad.feed(pcm):
                 self._speech_ends.append(min(end, len(self._audio)))
                 self._audio_added.set()
                 self._commit_wanted()
+            for start in self._vad.speech_starts[max(1, starts) :]:
+                self._resumed_at.append(min(start, len(self._audio)))
+                self._audio_added.set()
         if any(len(self._audio) >= attempt.wake_at for attempt in self._live):
             self._audio_added.set()
 
@@ -398,7 +411,19 @@ class RealtimeSttSession(SttSession):
         offset = 0  # bytes of _audio appended on this connection
         committed_at = 0  # end of the last commit
         ends_seen = 0  # entries of _speech_ends handled
+        resumes_seen = 0  # entries of _resumed_at handled
         while True:
+            if attempt.speculative and resumes_seen < len(self._resumed_at):
+                resumed = self._resumed_at[resumes_seen]
+                # Handled in audio order: only a resumption after the last end counts.
+                if ends_seen == len(self._speech_ends) or self._speech_ends[ends_seen] > resumed:
+                    resumes_seen += 1
+                    if attempt.commits > attempt.superseded:
+                        await connection.send_raw(CLEAR_EVENT)
+                        attempt.superseded = attempt.commits
+                        offset = committed_at = 0  # the whole utterance again, one item
+                        _LOGGER.debug("Speech resumed: re-committing the whole utterance")
+                    continue
             if attempt.speculative and ends_seen < len(self._speech_ends):
                 end = self._speech_ends[ends_seen]
                 ends_seen += 1
@@ -422,7 +447,7 @@ class RealtimeSttSession(SttSession):
             await self._audio_added.wait()
 
         rest = len(self._audio) - committed_at
-        if attempt.commits == 0:
+        if attempt.commits == attempt.superseded:
             if rest >= MIN_COMMIT_BYTES:
                 await self._commit(connection, attempt)
             else:
