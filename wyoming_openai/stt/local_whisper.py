@@ -78,6 +78,13 @@ SPECULATE_MAX_MS = 30_000 - 2 * PAD_MS
 padding included). A longer one (dictation through the web face) is transcribed at its end
 only, so the worker shared by every client does not transcribe it again at each pause."""
 
+SPECULATE_AFTER_MS = 300.0
+"""Quiet after speech, milliseconds, before a speculative transcription starts: longer
+than the realtime engine's end of speech (:data:`wyoming_openai.vad.END_OF_SPEECH_MS`),
+because a Whisper run started at a pause inside a command costs hundreds of ms of the
+worker every client shares (a running job cannot be cancelled) where a realtime commit
+costs nothing; still early enough to finish inside Home Assistant's 0.7 s of silence."""
+
 
 ENGLISH_ONLY_VOCABULARY = 51864
 """Vocabulary size of the English-only Whisper models (``*.en``); multilingual ones have
@@ -388,7 +395,7 @@ class LocalWhisperSession(SttSession):
         if speculative:
             from ..vad import EndOfSpeechDetector  # not needed at start-up
 
-            self._vad = EndOfSpeechDetector(rate=source.rate)
+            self._vad = EndOfSpeechDetector(SPECULATE_AFTER_MS, rate=source.rate)
         self._guess: Guess | None = None
 
     def send_audio(self, pcm: bytes) -> None:
