@@ -20,7 +20,7 @@ import pytest
 from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import API_KEY, READ_TIMEOUT, make_settings, running_web, with_token
-from tests.utterances import dominant_hz, eventually, piper_16k, tone, use_whisper
+from tests.utterances import dominant_hz, eventually, paused, piper_16k, tone, use_whisper
 from wyoming_openai import metrics
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
 from wyoming_openai.config import Settings
@@ -523,3 +523,17 @@ async def test_every_upload_format_of_real_speech_is_heard(fake: FakeOpenAI, nam
     async with web_face(settings_with(fake)) as (_server, face):
         result = await transcribe(face, file, name=f"command.{name}")
     assert normalized(result.text) == normalized(TEXT)
+
+
+@pytest.mark.slow
+async def test_an_upload_with_pauses_is_committed_once_as_one_item(fake: FakeOpenAI) -> None:
+    """A recording is given whole: no end of speech inside it is acted on (no early commit
+    to be cleared and paid again), one commit of all the audio answers."""
+    use_whisper(fake)
+    text = "Turn on the kitchen lights and close the garage door."
+    pcm = paused(text, 0.8) + paused(text, 0.8, seed=1)  # ends of speech inside the file
+    async with web_face(settings_with(fake)) as (_server, face):
+        result = await transcribe(face, wav_of(pcm))
+    (session,) = fake.realtime_sessions
+    assert [len(c) for c in session.commits] == [len(session.audio)]
+    assert normalized(result.text) == normalized(f"{text} {text}")

@@ -36,12 +36,17 @@ class TranscribeRequest:
         terms: ``transcript_terms``: domain terms that should bias recognition.
         prompt: free text guiding recognition (``prompt`` of ``POST
             /v1/audio/transcriptions``), or ``None`` for the configured ``stt.prompt``.
+        live: the audio arrives as it is spoken (a microphone), so an engine may act at
+            the end of speech it hears before the utterance ends (``stt.speculative_commit``);
+            ``False`` for a recording given whole (an uploaded file), where nothing is gained
+            by it and the detector's work would only delay the answer.
     """
 
     language: str | None = None
     names: tuple[str, ...] = field(default_factory=tuple)
     terms: tuple[str, ...] = field(default_factory=tuple)
     prompt: str | None = None
+    live: bool = True
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,7 @@ class LocalWhisperEngine(SttEngine):
             self._runner,
             source or self.input_format,
             self.options(request),
-            speculative=self._stt.speculative_commit,
+            speculative=self._stt.speculative_commit and request.live,
         )
 
 

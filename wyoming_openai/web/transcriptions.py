@@ -212,7 +212,7 @@ def _form(file: bytes, fields: dict[str, list[str]]) -> TranscriptionForm:
         file=file,
         model=_single(fields, "model"),
         request=TranscribeRequest(
-            language=language, terms=keywords, prompt=_single(fields, "prompt")
+            language=language, terms=keywords, prompt=_single(fields, "prompt"), live=False
         ),
         response_format=response_format,
         stream=stream_text == "true",

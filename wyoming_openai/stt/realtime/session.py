@@ -150,7 +150,7 @@ class RealtimeSttSession(SttSession):
         self._live: list[_Attempt] = []  # attempts running now (two while hedging)
         self._wanted_at: float | None = None  # loop time a commit was first due
         self._vad: EndOfSpeechDetector | None = None
-        if engine.speculative_commit:
+        if engine.speculative_commit and request.live:
             from ...vad import EndOfSpeechDetector  # not needed at start-up
 
             self._vad = EndOfSpeechDetector()
