@@ -20,8 +20,7 @@ clause is cut by the caller at a word boundary
 ends without punctuation ends mid-sentence, so its trailing silence is cut to
 :data:`JOIN_GAP_MS` (what follows it starts with Piper's own short leading silence). The
 voice is loaded and run once at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first
-inference is several times slower than the next ones. ONNX Runtime runs each inference on
-:data:`INFERENCE_THREADS` thread (``SessionOptions.intra_op_num_threads``).
+inference is several times slower than the next ones.
 
 Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voices, from the
 voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
@@ -69,11 +68,6 @@ short rest costs a seam in the speech for little time saved."""
 
 WARM_UP_TEXT = "Ready, listening."
 """Spoken (and discarded) once at start-up, so no reply pays ONNX Runtime's first run."""
-
-INFERENCE_THREADS = 1
-"""ONNX Runtime threads per inference (``intra_op_num_threads``; its default is one per
-physical core): a local voice shares the machine with Whisper and the server, and a single
-thread makes short pieces sooner there (``benchmarks/README.md``)."""
 
 JOIN_GAP_MS = 40
 """Trailing silence kept after a piece that ends mid-sentence (milliseconds): with the next
@@ -179,11 +173,15 @@ class PiperRunner:
         """
         if self._voice is None:
             try:
-                self._voice = _load_voice(self.files)
+                from piper import PiperVoice
             except ImportError as err:
                 raise ModelLoadError(
                     f"engine: the local engines are not installed ({err}); {INSTALL_HINT}"
                 ) from None
+            try:
+                self._voice = PiperVoice.load(
+                    self.files.model, config_path=self.files.config, use_cuda=False
+                )
             except Exception as err:  # onnxruntime raises its own exception types
                 raise ModelLoadError(
                     f"local.piper_voice: cannot load {self.files.model}: {err}"
@@ -232,21 +230,6 @@ class PiperRunner:
             for _ in self.begin(WARM_UP_TEXT, config, AudioFormat(self.files.rate, 2, 1)):
                 pass
             self.warm = True
-
-
-def _load_voice(files: PiperVoiceFiles) -> PiperVoice:
-    """``files`` as a :class:`piper.PiperVoice` on the CPU, :data:`INFERENCE_THREADS` per
-    inference (what ``PiperVoice.load`` does, with these session options)."""
-    import onnxruntime
-    from piper import PiperConfig, PiperVoice
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = INFERENCE_THREADS
-    session = onnxruntime.InferenceSession(
-        str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
-    return PiperVoice(session=session, config=config)
 
 
 def _spoken(chunks: Iterable[AudioChunk], text: str, rate: int) -> Iterator[bytes]:
