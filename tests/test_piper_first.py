@@ -23,10 +23,14 @@ from tests.harness import (
     make_settings,
     running_server,
 )
+from tests.utterances import eventually
+from wyoming_openai.audio import AudioFormat
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
+from wyoming_openai.synthesis import Synthesis
 from wyoming_openai.tts import piper_tts
+from wyoming_openai.tts.base import SpeechOptions, TtsEngine, VoiceInfo
 from wyoming_openai.tts.fallback import FallbackTtsEngine
 from wyoming_openai.tts.sentences import SentenceSplitter, first_phrase
 
@@ -127,6 +131,59 @@ def test_a_partial_word_is_never_the_end_of_a_streamed_phrase() -> None:
     assert splitter.pending_phrase("en_US") is None
     splitter.add("le light")
     assert splitter.pending_phrase("en_US") == "I have really turned off every"
+
+
+def test_a_streamed_phrase_with_markdown_emphasis_waits_for_its_sentence() -> None:
+    splitter = SentenceSplitter(4096)
+    splitter.add("The **front door** is locked and the alarm is")
+    assert splitter.pending_phrase("en_US") is None
+
+
+class Recorder(TtsEngine):
+    """A phrase-cutting engine that records the pieces it is given."""
+
+    output_format = AudioFormat(RATE, 2, 1)
+    max_text_chars = 4096
+    clause_first = True
+    phrase_language = "en_US"
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("v", "v", ("en_US",))]
+
+    def default_voice(self) -> str:
+        return "v"
+
+    async def synthesize(
+        self, text: str, voice: str, options: SpeechOptions | None = None
+    ) -> AsyncIterator[bytes]:
+        self.pieces.append(text)
+        yield bytes(200)
+
+
+async def pieces_of(chunks: list[str]) -> list[str]:
+    """The pieces a streamed reply of ``chunks`` is synthesized in."""
+
+    async def write(event: Event) -> None:
+        del event
+
+    engine = Recorder()
+    synthesis = Synthesis(engine, "v", 2, write, streaming=True)
+    for chunk in chunks:
+        synthesis.add_text(chunk)
+    synthesis.finish()
+    await eventually(lambda: synthesis.done, WAIT)
+    await synthesis.aclose()
+    return engine.pieces
+
+
+async def test_only_the_reply_s_first_sentence_is_cut() -> None:
+    second = "The back door is open and the garage light is off."
+    assert await pieces_of([SENTENCE, " " + second]) == [PHRASE, "and the alarm is on.", second]
+    # A short first sentence started early is the first piece: the next one stays whole.
+    assert await pieces_of(["Good evening.", " " + SENTENCE]) == ["Good evening.", SENTENCE]
 
 
 # ------------------------------------------------------------------ the join

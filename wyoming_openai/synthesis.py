@@ -105,6 +105,7 @@ class Synthesis:
             piece = self._pipeline.add(pending)
             if piece is not None:
                 self._tentative = (pending, piece)
+                self._clause_first = False  # the first piece is started: no later cut
 
     def finish(self) -> None:
         """End of the text (``synthesize-stop``): the rest is synthesized."""

@@ -211,12 +211,15 @@ class SentenceSplitter:
     def pending_phrase(self, language: str | None) -> str | None:
         """The first phrase of the held-back text (:func:`first_phrase` in ``language``):
         a first clause once the word after it has begun, a phrase cut at a word boundary
-        once two words follow it (so the word after the cut is whole); ``None`` otherwise.
+        once two words follow it (so the word after the cut is whole) and it has no markdown
+        emphasis; ``None`` otherwise.
         """
         if (clause := self.pending_clause()) is not None:
             return clause
         found = first_phrase(held_text(self._detector).lstrip(), 2, language)
-        return found[0] if found is not None and len(found[0]) <= self._max_chars else None
+        if found is None or len(found[0]) > self._max_chars or has_markdown_emphasis(found[0]):
+            return None  # emphasis is for ``sentence-stream`` to remove from whole sentences
+        return found[0]
 
     def drop_prefix(self, text: str) -> bool:
         """Forget ``text`` (a :meth:`pending_sentence` already spoken) from the start of
