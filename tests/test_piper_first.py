@@ -6,7 +6,7 @@ sounds like one sentence (no long silence, no jump in the waveform).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
@@ -197,6 +197,23 @@ def test_the_silence_after_a_phrase_cut_mid_sentence_is_cut_to_a_word_gap() -> N
     assert trimmed[: len(tone) // 2] == tone[: len(tone) // 2]
     short = tone + bytes(2 * (RATE // 100))  # 10 ms of silence: kept as it is
     assert piper_tts.trim_tail(short, RATE) == short
+
+
+def test_each_sentence_s_audio_leaves_as_soon_as_it_is_made() -> None:
+    """Only a text ending mid-sentence waits for its last chunk (to trim it)."""
+    made: list[str] = []
+
+    class Chunk:
+        def __init__(self, name: str) -> None:
+            self.audio_int16_bytes = name.encode()
+
+    def chunks(names: list[str]) -> Iterator[Chunk]:
+        for name in names:
+            made.append(name)
+            yield Chunk(name)
+
+    audio = piper_tts._spoken(chunks(["a0", "b0"]), "One. Two.", RATE)  # type: ignore[arg-type]
+    assert next(audio) == b"a0" and made == ["a0"]
 
 
 @pytest.fixture

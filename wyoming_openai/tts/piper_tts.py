@@ -233,15 +233,18 @@ class PiperRunner:
 
 
 def _spoken(chunks: Iterable[AudioChunk], text: str, rate: int) -> Iterator[bytes]:
-    """Piper's chunks of ``text`` as PCM; the last one's trailing silence cut to
-    :data:`JOIN_GAP_MS` when ``text`` ends mid-sentence."""
+    """Piper's chunks of ``text`` as PCM, each as soon as it is made; the last one's
+    trailing silence cut to :data:`JOIN_GAP_MS` when ``text`` ends mid-sentence."""
+    if not _MID_SENTENCE_END_RE.search(text):
+        yield from (chunk.audio_int16_bytes for chunk in chunks)
+        return
     last: bytes | None = None
     for chunk in chunks:
         if last is not None:
             yield last
         last = chunk.audio_int16_bytes
     if last is not None:
-        yield trim_tail(last, rate) if _MID_SENTENCE_END_RE.search(text) else last
+        yield trim_tail(last, rate)
 
 
 def trim_tail(pcm: bytes, rate: int, keep_ms: int = JOIN_GAP_MS) -> bytes:
