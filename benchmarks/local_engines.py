@@ -25,8 +25,11 @@ of the local engines' speed and of leaks (issue 14):
 - WER of the command corpus transcribed locally, speculative (at the detector's end of
   speech) vs at ``audio-stop`` (``stt.speculative_commit`` false);
 - no key: the chunk completing a streamed reply's first sentence (words 30 ms apart) ->
-  first ``audio-chunk``, for a first sentence with a first clause (Piper speaks it as soon
-  as it is complete, so the audio may come first: negative) and one without;
+  first ``audio-chunk``, for a first sentence with a first clause and one without (Piper
+  speaks the clause, or the first words, as soon as they are known, so the audio may come
+  first: negative); and plain ``synthesize`` of the sentence without one -> first audio;
+- Piper alone (no server): one inference of that whole sentence and of its first phrase,
+  with ONNX Runtime's default threads (as served) and on one thread;
 - upstream sessions (at the fake) and file descriptors (this process) still open after 100
   utterances rejected at ``audio-start`` (rate 0), beyond the warm session kept ready.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import statistics
@@ -58,6 +62,7 @@ from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import (
     TtsResult,
+    ha_synthesize,
     ha_synthesize_stream,
     ha_transcribe,
     make_settings,
@@ -68,6 +73,8 @@ from wyoming_openai.audio import AudioFormat
 from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.resample import AudioConverter
+from wyoming_openai.tts import piper_tts
+from wyoming_openai.tts.sentences import PHRASE_REST_MIN_WORDS, first_phrase
 
 TEXTS = [
     "Turn on the kitchen lights.",
@@ -247,6 +254,37 @@ async def first_sentence_ms(port: int, reply: list[str]) -> float:
     return 1000 * (result.first_audio_at - first_sentence_at)
 
 
+def piper_inference_ms(runs: int) -> dict[str, list[float]]:
+    """Piper alone: one inference of :data:`PLAIN_REPLY`'s first sentence and of its first
+    phrase, with ONNX Runtime's default threads (as served) and on one thread, one voice at
+    a time (an idle session's spinning threads would slow the other one)."""
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice
+
+    files = piper_tts.resolve_piper_voice(None)
+    config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+    sentence = PLAIN_REPLY[0]
+    cut = first_phrase(sentence, PHRASE_REST_MIN_WORDS, files.language)
+    assert cut is not None
+    times: dict[str, list[float]] = {}
+    for threads, name in ((0, "default threads"), (1, "1 thread")):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(
+            str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        voice = PiperVoice(session=session, config=config)
+        list(voice.synthesize(piper_tts.WARM_UP_TEXT))
+        for _ in range(runs):
+            for text, kind in ((sentence, "whole sentence"), (cut[0], "first phrase")):
+                started = time.perf_counter()
+                list(voice.synthesize(text))
+                elapsed = 1000 * (time.perf_counter() - started)
+                times.setdefault(f"  Piper inference, {kind}, {name}", []).append(elapsed)
+        del voice, session
+    return times
+
+
 async def local_wer(settings: Settings) -> float:
     """WER (%) of the command corpus transcribed by the local engine."""
     references, hypotheses = [], []
@@ -308,6 +346,14 @@ async def section(rows: Rows, runs: int) -> None:
         rows.add("no key: reply's first sentence (with a clause) -> first audio", first)
         first = [await first_sentence_ms(server.port, PLAIN_REPLY) for _ in range(runs)]
         rows.add("no key: reply's first sentence (no clause) -> first audio", first)
+        first = []
+        for _ in range(runs):
+            result = await ha_synthesize(server.port, PLAIN_REPLY[0])
+            assert result.first_audio_at is not None, result.error
+            first.append(1000 * (result.first_audio_at - result.started_at))
+        rows.add("no key: plain synthesize (no clause) -> first audio", first)
+    for name, values in (await asyncio.to_thread(piper_inference_ms, runs)).items():
+        rows.add(name, values)
     rows.one(
         f"no key: WER of {len(COMMANDS)} commands, speculative", await local_wer(no_key()), "%"
     )

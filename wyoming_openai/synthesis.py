@@ -25,7 +25,7 @@ from . import metrics
 from .errors import BridgeError, ErrorCode
 from .tts.base import TtsEngine
 from .tts.pipeline import Piece, SynthesisPipeline
-from .tts.sentences import SentenceSplitter, split_text
+from .tts.sentences import PHRASE_REST_MIN_WORDS, SentenceSplitter, first_phrase, split_text
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Synthesis:
         self._splitter = SentenceSplitter(engine.max_text_chars)
         self._tentative: tuple[str, Piece] | None = None  # started before it was confirmed
         self._clause_first = engine.clause_first  # until the first piece is started
+        self._language = engine.phrase_language
         self._task = asyncio.create_task(self._play(), name="synthesis-writer")
 
     def _count(self, text: str) -> None:
@@ -75,8 +76,9 @@ class Synthesis:
 
     def add_text(self, chunk: str) -> None:
         """Streamed text (``synthesize-chunk``): each completed sentence starts at once,
-        and with an engine that speaks clauses sooner (:attr:`TtsEngine.clause_first`) the
-        reply's first clause does, before its sentence is complete.
+        and with an engine that speaks phrases sooner (:attr:`TtsEngine.clause_first`) the
+        reply's first phrase (its first clause, or first words) does, before its sentence
+        is complete.
 
         A chunk that ends with what looks like a whole sentence starts it at once too,
         before the next chunk confirms it (see :mod:`wyoming_openai.tts.pipeline`); if the
@@ -92,26 +94,39 @@ class Synthesis:
         self._count(chunk)
         sentences = self._splitter.add(chunk)
         for sentence in self._settle(sentences, self._splitter.pending_sentence()):
-            self._pipeline.add(sentence)
-            self._clause_first = False
+            self._add_piece(sentence)
         if self._clause_first and self._tentative is None:
-            clause = self._splitter.pending_clause()
-            if clause is not None and self._splitter.drop_prefix(clause):
-                self._pipeline.add(clause)
+            phrase = self._splitter.pending_phrase(self._language)
+            if phrase is not None and self._splitter.drop_prefix(phrase):
+                self._pipeline.add(phrase)
                 self._clause_first = False
         pending = self._splitter.pending_sentence()
         if pending is not None and self._tentative is None:
             piece = self._pipeline.add(pending)
             if piece is not None:
                 self._tentative = (pending, piece)
+                self._clause_first = False  # the first piece is started: no later cut
 
     def finish(self) -> None:
         """End of the text (``synthesize-stop``): the rest is synthesized."""
         if self._closed:
             return
         for sentence in self._settle(self._splitter.finish(), None):
-            self._pipeline.add(sentence)
+            self._add_piece(sentence)
         self._pipeline.close()
+
+    def _add_piece(self, text: str) -> None:
+        """Synthesize ``text`` after what is queued; the reply's first piece in two, its
+        first phrase apart (:func:`first_phrase`), with an engine that speaks phrases
+        sooner."""
+        if self._clause_first:
+            self._clause_first = False
+            parts = first_phrase(text, PHRASE_REST_MIN_WORDS, self._language)
+            if parts is not None:
+                self._pipeline.add(parts[0])
+                self._pipeline.add(parts[1])
+                return
+        self._pipeline.add(text)
 
     def _settle(self, sentences: list[str], pending: str | None) -> list[str]:
         """Reconcile the sentence started early with what the text turned out to be;
@@ -147,7 +162,7 @@ class Synthesis:
         """
         self._count(text)
         for piece in split_text(text, self._engine.max_text_chars):
-            self._pipeline.add(piece)
+            self._add_piece(piece)
         self._pipeline.close()
 
     @property

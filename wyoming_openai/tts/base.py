@@ -51,9 +51,15 @@ class TtsEngine(ABC):
     """Longest text one :meth:`synthesize` call accepts; longer text is split by the caller."""
 
     clause_first: bool = False
-    """Whether a streamed reply's first clause is worth speaking on its own as soon as it is
-    complete: the engine's time to first audio grows with the text (a local model
-    synthesizing whole sentences), so the clause is heard before its sentence is made."""
+    """Whether a reply's first phrase is worth speaking on its own (as soon as it is
+    complete, in a stream): the engine's time to first audio grows with the text (a local
+    model synthesizing whole sentences), so the phrase is heard before its sentence is made.
+    The phrase is the first sentence's first clause, or its first words
+    (:func:`~wyoming_openai.tts.sentences.first_phrase`)."""
+
+    phrase_language: str | None = None
+    """The language whose phrase-start words choose where a first sentence without a clause
+    is cut (a voice's language code, e.g. ``en_US``); None: cut after a number of words."""
 
     program_name: str = "openai-tts"
     """Name of the TTS program in Info."""

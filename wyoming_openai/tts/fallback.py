@@ -97,6 +97,18 @@ class FallbackTtsEngine(TtsEngine):
         """Whether the local engine answers in OpenAI's place now (after a failure)."""
         return self._hold.covering
 
+    @property
+    def clause_first(self) -> bool:  # type: ignore[override]
+        """Piper's (a reply's first phrase spoken apart) while it stands in; off while
+        OpenAI serves, whose first audio does not grow with the text and whose speech
+        would break at the cut. Read when a reply starts."""
+        return self.standing_in and self.local.clause_first
+
+    @property
+    def phrase_language(self) -> str | None:  # type: ignore[override]
+        """Piper's voice's language (it speaks the pieces cut while it stands in)."""
+        return self.local.phrase_language
+
     def voices(self) -> list[VoiceInfo]:
         return self.primary.voices()
 

@@ -14,9 +14,13 @@ First audio: Piper makes a sentence's audio in one inference, whose time grows w
 sentence, so a long first sentence is spoken in two parts: its first clause
 (:func:`~wyoming_openai.tts.sentences.first_clause`) alone, then the rest, made while the
 clause plays; a stream starts the clause as soon as it is complete
-(:attr:`~wyoming_openai.tts.base.TtsEngine.clause_first`). The voice is loaded and run once
-at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first inference is several times slower
-than the next ones.
+(:attr:`~wyoming_openai.tts.base.TtsEngine.clause_first`); a first sentence without a
+clause is cut by the caller at a word boundary
+(:func:`~wyoming_openai.tts.sentences.first_phrase`, in the voice's language): a text that
+ends without punctuation ends mid-sentence, so its trailing silence is cut to
+:data:`JOIN_GAP_MS` (what follows it starts with Piper's own short leading silence). The
+voice is loaded and run once at start-up (:data:`WARM_UP_TEXT`): ONNX Runtime's first
+inference is several times slower than the next ones.
 
 Audio: Piper produces 16-bit mono at the voice's rate (22,050 Hz for medium voices, from the
 voice's ``audio.sample_rate``). The engine speaks in that format unless it is given another
@@ -31,12 +35,15 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..audio import AudioFormat
 from ..config import LocalSettings
@@ -46,7 +53,7 @@ from .base import SpeechOptions, TtsEngine, VoiceInfo
 from .sentences import first_clause
 
 if TYPE_CHECKING:
-    from piper import PiperVoice
+    from piper import AudioChunk, PiperVoice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,6 +68,20 @@ short rest costs a seam in the speech for little time saved."""
 
 WARM_UP_TEXT = "Ready, listening."
 """Spoken (and discarded) once at start-up, so no reply pays ONNX Runtime's first run."""
+
+JOIN_GAP_MS = 40
+"""Trailing silence kept after a piece that ends mid-sentence (milliseconds): with the next
+piece's own leading silence, a gap like the one between two words of one sentence."""
+
+SILENCE_LEVEL = 328
+"""Peak below which a 16-bit sample counts as silence (1 % of full scale; Piper normalizes
+each sentence to full scale)."""
+
+FADE_MS = 5
+"""Fade-out at the cut end of a trimmed piece (milliseconds), so it ends at zero."""
+
+_MID_SENTENCE_END_RE = re.compile(r"\w$")
+"""A text ending in a word character ends mid-sentence (no punctuation closes it)."""
 
 
 @dataclass(frozen=True)
@@ -189,13 +210,14 @@ class PiperRunner:
         )
         self.syntheses += 1
         parts = first_clause(text, CLAUSE_REST_MIN_WORDS) or (text,)
-        chunks = itertools.chain.from_iterable(
-            voice.synthesize(part, syn_config=syn_config) for part in parts
-        )
         source = AudioFormat(rate=self.files.rate, width=2, channels=1)
+        pcm = itertools.chain.from_iterable(
+            _spoken(voice.synthesize(part, syn_config=syn_config), part, source.rate)
+            for part in parts
+        )
         if target == source:
-            return (chunk.audio_int16_bytes for chunk in chunks)
-        return _converted((chunk.audio_int16_bytes for chunk in chunks), source, target)
+            return pcm
+        return _converted(pcm, source, target)
 
     def warm_up(self, config: SynthesisOptions) -> None:
         """Load the voice and speak :data:`WARM_UP_TEXT`, once per process; runs in the
@@ -208,6 +230,38 @@ class PiperRunner:
             for _ in self.begin(WARM_UP_TEXT, config, AudioFormat(self.files.rate, 2, 1)):
                 pass
             self.warm = True
+
+
+def _spoken(chunks: Iterable[AudioChunk], text: str, rate: int) -> Iterator[bytes]:
+    """Piper's chunks of ``text`` as PCM, each as soon as it is made; the last one's
+    trailing silence cut to :data:`JOIN_GAP_MS` when ``text`` ends mid-sentence."""
+    if not _MID_SENTENCE_END_RE.search(text):
+        yield from (chunk.audio_int16_bytes for chunk in chunks)
+        return
+    last: bytes | None = None
+    for chunk in chunks:
+        if last is not None:
+            yield last
+        last = chunk.audio_int16_bytes
+    if last is not None:
+        yield trim_tail(last, rate)
+
+
+def trim_tail(pcm: bytes, rate: int, keep_ms: int = JOIN_GAP_MS) -> bytes:
+    """16-bit mono ``pcm`` with its trailing silence (samples below :data:`SILENCE_LEVEL`)
+    cut to ``keep_ms`` milliseconds, faded out over its last :data:`FADE_MS` milliseconds
+    so it ends at zero; ``pcm`` unchanged when its tail is shorter."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= SILENCE_LEVEL)
+    if not len(loud):
+        return pcm
+    end = int(loud[-1]) + 1 + rate * keep_ms // 1000
+    if end >= len(samples):
+        return pcm
+    kept = samples[:end].astype(np.float32)
+    fade = min(end, rate * FADE_MS // 1000)
+    kept[end - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return np.round(kept).astype("<i2").tobytes()
 
 
 def _converted(pcm: Iterator[bytes], source: AudioFormat, target: AudioFormat) -> Iterator[bytes]:
@@ -258,6 +312,7 @@ class PiperTtsEngine(TtsEngine):
         self.voice_format = AudioFormat(rate=self._files.rate, width=2, channels=1)
         """The format Piper produces for this voice."""
         self.output_format = output_format or self.voice_format
+        self.phrase_language = self._files.language
         self._runner = runner_for(self._files)
 
     @property

@@ -120,6 +120,64 @@ def first_clause(text: str, rest_min_words: int) -> tuple[str, str] | None:
     return None
 
 
+PHRASE_MAX_WORDS = 6
+"""Most words of a first phrase cut at a word boundary (:func:`first_phrase`): about a
+second of speech, short enough for a local voice to make it quickly, long enough to cover
+the making of the rest of its sentence."""
+
+PHRASE_REST_MIN_WORDS = 3
+"""Words the rest of a known sentence needs for its first phrase to be spoken apart: a
+short rest costs a seam in the speech for little time saved."""
+
+PHRASE_SENTENCE_MIN_WORDS = 8
+"""Fewest words (known so far) of a sentence cut at a word boundary: a shorter one is made
+about as fast as its first phrase would be."""
+
+PHRASE_STARTS: dict[str, frozenset[str]] = {
+    "en": frozenset(
+        "and but or nor so yet because while when whereas if unless until after before "  # noqa: SIM905
+        "since though although which who whose where with without in on at for from into "
+        "onto to by about during through over under between than".split()
+    ),
+}
+"""Per language (the ISO 639-1 code a voice's language starts with), words a new phrase
+starts with (conjunctions, relative pronouns, prepositions): a sentence cut before one of
+them keeps the intonation of a phrase break. Languages without an entry are cut after
+:data:`PHRASE_MAX_WORDS` words."""
+
+
+def first_phrase(text: str, rest_min_words: int, language: str | None) -> tuple[str, str] | None:
+    """``text`` cut after the first clause of its first sentence (:func:`first_clause`), or,
+    when that sentence has none, at a word boundary: before the last word of
+    :data:`PHRASE_STARTS` (for ``language``, e.g. ``en_US``) that leaves a first phrase of
+    :data:`CLAUSE_MIN_WORDS` to :data:`PHRASE_MAX_WORDS` words, else after
+    :data:`PHRASE_MAX_WORDS` words. None when that sentence has fewer than
+    :data:`PHRASE_SENTENCE_MIN_WORDS` words or its rest would have fewer than
+    ``rest_min_words``.
+
+    Returns:
+        the first phrase (unpunctuated when cut at a word boundary) and the rest of the
+        text, both stripped.
+    """
+    clause = first_clause(text, rest_min_words)
+    if clause is not None:
+        return clause
+    sentence_end = _INNER_SENTENCE_END_RE.search(text)
+    sentence = text[: sentence_end.start() + 1] if sentence_end else text
+    words = list(re.finditer(r"\S+", sentence))
+    if len(words) < max(PHRASE_SENTENCE_MIN_WORDS, CLAUSE_MIN_WORDS + rest_min_words):
+        return None
+    starts = PHRASE_STARTS.get((language or "").split("_")[0].split("-")[0].lower(), frozenset())
+    cut = min(PHRASE_MAX_WORDS, len(words) - rest_min_words)
+    for index in range(cut, CLAUSE_MIN_WORDS - 1, -1):
+        if words[index].group().lower().strip("\"'()") in starts:
+            cut = index
+            break
+    if not words[cut - 1].group()[-1].isalnum():
+        return None  # a word ending in a mark (a quote, a bracket): no clean cut
+    return text[: words[cut - 1].end()].strip(), text[words[cut].start() :].strip()
+
+
 class SentenceSplitter:
     """Streaming text (``synthesize-chunk`` deltas) -> complete sentences, in order."""
 
@@ -149,6 +207,19 @@ class SentenceSplitter:
         after it has begun; ``None`` otherwise."""
         found = first_clause(held_text(self._detector).lstrip(), 1)
         return found[0] if found is not None and len(found[0]) <= self._max_chars else None
+
+    def pending_phrase(self, language: str | None) -> str | None:
+        """The first phrase of the held-back text (:func:`first_phrase` in ``language``):
+        a first clause once the word after it has begun, a phrase cut at a word boundary
+        once two words follow it (so the word after the cut is whole) and it has no markdown
+        emphasis; ``None`` otherwise.
+        """
+        if (clause := self.pending_clause()) is not None:
+            return clause
+        found = first_phrase(held_text(self._detector).lstrip(), 2, language)
+        if found is None or len(found[0]) > self._max_chars or has_markdown_emphasis(found[0]):
+            return None  # emphasis is for ``sentence-stream`` to remove from whole sentences
+        return found[0]
 
     def drop_prefix(self, text: str) -> bool:
         """Forget ``text`` (a :meth:`pending_sentence` already spoken) from the start of
