@@ -537,3 +537,13 @@ async def test_an_upload_with_pauses_is_committed_once_as_one_item(fake: FakeOpe
     (session,) = fake.realtime_sessions
     assert [len(c) for c in session.commits] == [len(session.audio)]
     assert normalized(result.text) == normalized(f"{text} {text}")
+
+
+async def test_an_upload_is_answered_at_once_with_hedging_on(fake: FakeOpenAI) -> None:
+    """With hedged requests on (the default), the answer is not held back until the
+    deadline (``--openai-timeout``) by the hedge's watch: the response comes with the
+    transcript, long before the client's own timeout."""
+    settings = settings_with(fake, "--openai-hedge", "--openai-timeout", "300")
+    async with web_face(settings) as (_server, face):
+        result = await transcribe(face, wav_of(tone(440, 3.0, 16000)))
+    assert result.text == FAKE_TRANSCRIPT

@@ -365,7 +365,10 @@ class WarmPool(Generic[K, S]):
             timeout = max(0.0, min(renewals) - time.time()) if renewals else None
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives as the event is set (python/cpython#86296)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
 
     async def _open_ahead(self, key: K) -> None:
         """Open a session of ``key`` and make it ready (closed if ``key`` was dropped

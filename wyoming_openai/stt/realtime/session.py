@@ -286,7 +286,10 @@ class RealtimeSttSession(SttSession):
                 await asyncio.sleep(delay)
             else:  # audio-stop ends the wait: try at once
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finish_event.wait(), delay)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancellation that arrives as the event is set (python/cpython#86296)
+                    async with asyncio.timeout(delay):
+                        await self._finish_event.wait()
                 if self._finished:
                     retry = 0
 
@@ -361,7 +364,10 @@ class RealtimeSttSession(SttSession):
             if timeout is not None and timeout <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(attempt.changed.wait(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives as the event is set (python/cpython#86296)
+                async with asyncio.timeout(timeout):
+                    await attempt.changed.wait()
 
     async def _attempt(self, attempt: _Attempt) -> None:
         """One connection: configure, (re)send the utterance from its start, commit, collect."""

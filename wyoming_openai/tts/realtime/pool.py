@@ -124,7 +124,10 @@ class SpeechSessions:
             if not self._settling.get(voice) or remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives as the event is set (python/cpython#86296)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
         warm = await self._pool.open_now(voice)
         self._leases[warm.session] = warm
         return warm.session
