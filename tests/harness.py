@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import wave
 from collections.abc import AsyncIterator, Iterable
@@ -307,3 +308,14 @@ async def dumped_wavs(directory: Path, count: int) -> list[Path]:
 
     await eventually(written, READ_TIMEOUT)
     return files
+
+
+def logged_problems(records: Iterable[logging.LogRecord]) -> list[str]:
+    """Messages of the server's (and aiohttp's) records at ERROR or with a traceback: what
+    a client's failure must never leave in the log."""
+    return [
+        r.getMessage()
+        for r in records
+        if r.name.startswith(("wyoming_openai", "aiohttp"))
+        and (r.levelno >= logging.ERROR or r.exc_info)
+    ]

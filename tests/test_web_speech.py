@@ -16,7 +16,7 @@ import pytest
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
-from tests.harness import READ_TIMEOUT, make_settings, running_web, with_token
+from tests.harness import READ_TIMEOUT, logged_problems, make_settings, running_web, with_token
 from tests.utterances import eventually
 from wyoming_openai.config import Settings
 from wyoming_openai.server import WyomingOpenAIServer
@@ -122,13 +122,7 @@ async def test_a_client_hanging_up_mid_body_is_no_error(
 
         await eventually(hung_up, READ_TIMEOUT)
         assert await speak(face, TEXT) == default_synthesizer(TEXT, "alloy")
-    problems = [
-        r
-        for r in caplog.records
-        if r.name.startswith(("wyoming_openai", "aiohttp"))
-        and (r.levelno >= logging.ERROR or r.exc_info)
-    ]
-    assert not problems, [r.getMessage() for r in problems]
+    assert not logged_problems(caplog.records)
 
 
 @pytest.mark.parametrize(

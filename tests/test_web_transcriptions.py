@@ -19,7 +19,14 @@ import pytest
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI
-from tests.harness import API_KEY, READ_TIMEOUT, make_settings, running_web, with_token
+from tests.harness import (
+    API_KEY,
+    READ_TIMEOUT,
+    logged_problems,
+    make_settings,
+    running_web,
+    with_token,
+)
 from tests.utterances import dominant_hz, eventually, paused, piper_16k, tone, use_whisper
 from wyoming_openai import metrics
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
@@ -284,13 +291,7 @@ async def test_a_client_hanging_up_releases_its_session_without_an_error(
         await asyncio.wait_for(session.closed.wait(), READ_TIMEOUT)  # released upstream
         fake.finalize_delay = 0.0
         assert (await transcribe(face, TONE_WAV)).text == FAKE_TRANSCRIPT  # it goes on
-    problems = [
-        r
-        for r in caplog.records
-        if r.name.startswith(("wyoming_openai", "aiohttp"))
-        and (r.levelno >= logging.ERROR or r.exc_info)
-    ]
-    assert not problems, [r.getMessage() for r in problems]
+    assert not logged_problems(caplog.records)
 
 
 # ------------------------------------------------------------------------------- errors
