@@ -16,7 +16,9 @@ import wave
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import openai
 from pydantic import SecretStr
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -38,6 +40,9 @@ from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.web.face import WebFace
+
+if TYPE_CHECKING:
+    from tests.fake_openai import FakeOpenAI
 
 API_KEY = "sk-test-fake-key-0123456789"
 READ_TIMEOUT = 30.0
@@ -86,10 +91,27 @@ async def running_server(settings: Settings) -> AsyncIterator[WyomingOpenAIServe
         await server.stop()
 
 
+def with_web(settings: Settings, **fields: Any) -> Settings:
+    """``settings`` with ``web`` fields replaced."""
+    return settings.model_copy(update={"web": settings.web.model_copy(update=fields)})
+
+
 def with_token(settings: Settings, token: str) -> Settings:
     """``settings`` with ``web.token`` set (as ``WYOMING_OPENAI_WEB_TOKEN`` would)."""
-    web = settings.web.model_copy(update={"token": SecretStr(token)})
-    return settings.model_copy(update={"web": web})
+    return with_web(settings, token=SecretStr(token))
+
+
+def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
+    """:func:`make_settings` against ``fake``, with ``web.token`` set when ``token`` is."""
+    settings = make_settings(fake.base_url, *argv)
+    return settings if token is None else with_token(settings, token)
+
+
+def sdk_client(face: WebFace, api_key: str = "anything") -> openai.AsyncOpenAI:
+    """The official SDK pointed at the web face (no retries: each answer is the first)."""
+    return openai.AsyncOpenAI(
+        base_url=face.url + "v1", api_key=api_key, max_retries=0, timeout=READ_TIMEOUT
+    )
 
 
 @contextlib.asynccontextmanager

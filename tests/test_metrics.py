@@ -26,9 +26,8 @@ from tests.harness import (
     ha_synthesize,
     ha_synthesize_stream,
     ha_transcribe,
-    make_settings,
     running_web,
-    with_token,
+    settings_with,
 )
 from tests.utterances import command, piper_16k, tone
 from wyoming_openai import metrics
@@ -117,11 +116,6 @@ def grew(before: Scrape, name: str, by: float = 1, **labels: str) -> Callable[[S
 
 def delta(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
     return after.value(name, **labels) - before.value(name, **labels)
-
-
-def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
-    settings = make_settings(fake.base_url, *argv)
-    return settings if token is None else with_token(settings, token)
 
 
 @contextlib.asynccontextmanager

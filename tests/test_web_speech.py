@@ -5,7 +5,6 @@ server or the local Piper voice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,32 +15,18 @@ import pytest
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
-from tests.harness import READ_TIMEOUT, logged_problems, make_settings, running_web, with_token
+from tests.harness import (
+    READ_TIMEOUT,
+    logged_problems,
+    running_web,
+    sdk_client,
+    settings_with,
+)
 from tests.utterances import eventually
-from wyoming_openai.config import Settings
-from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.tts.base import SpeechOptions
 from wyoming_openai.web.face import WebFace
 
 TEXT = "Turn on the kitchen lights."
-
-
-def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
-    settings = make_settings(fake.base_url, *argv)
-    return settings if token is None else with_token(settings, token)
-
-
-@contextlib.asynccontextmanager
-async def web_face(settings: Settings) -> AsyncIterator[tuple[WyomingOpenAIServer, WebFace]]:
-    async with running_web(settings) as (server, face):
-        yield server, face
-
-
-def client_of(face: WebFace, api_key: str = "anything") -> openai.AsyncOpenAI:
-    """The SDK pointed at the web face (no retries: each answer is the first)."""
-    return openai.AsyncOpenAI(
-        base_url=face.url + "v1", api_key=api_key, max_retries=0, timeout=READ_TIMEOUT
-    )
 
 
 async def speak(face: WebFace, text: str, api_key: str = "anything", **kwargs: Any) -> bytes:
@@ -54,7 +39,7 @@ async def speak(face: WebFace, text: str, api_key: str = "anything", **kwargs: A
         **kwargs,
     }
     async with (
-        client_of(face, api_key) as client,
+        sdk_client(face, api_key) as client,
         client.audio.speech.with_streaming_response.create(**request) as response,
     ):
         return b"".join([chunk async for chunk in response.iter_bytes()])
@@ -69,7 +54,7 @@ def heard(pcm24k: bytes) -> str:
 async def test_the_body_is_openais_pcm_of_every_sentence_in_order(
     fake: FakeOpenAI, text: str
 ) -> None:
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         body = await speak(face, text)
     inputs = [request["input"] for request in fake.speech_requests]
     assert " ".join(inputs) == text  # all of the text was spoken, in order
@@ -80,8 +65,8 @@ async def test_the_body_is_openais_pcm_of_every_sentence_in_order(
 async def test_the_first_audio_arrives_before_the_body_is_complete(fake: FakeOpenAI) -> None:
     fake.speech_pause = asyncio.Event()  # OpenAI holds the body after its first chunk
     async with (
-        web_face(settings_with(fake)) as (_server, face),
-        client_of(face) as client,
+        running_web(settings_with(fake)) as (_server, face),
+        sdk_client(face) as client,
         client.audio.speech.with_streaming_response.create(
             model="gpt-4o-mini-tts", voice="alloy", input=TEXT, response_format="pcm"
         ) as response,
@@ -104,7 +89,7 @@ async def test_a_client_hanging_up_mid_body_is_no_error(
     caplog.set_level(logging.DEBUG)
     fake.speech_pause = asyncio.Event()
     text = "Turn on the kitchen lights and then lock the front door, please."
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         async with aiohttp.ClientSession() as session:
             request = {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": text}
             response = await session.post(
@@ -137,7 +122,7 @@ async def test_a_client_hanging_up_mid_body_is_no_error(
 async def test_a_bad_request_is_a_bad_request_error_with_its_code(
     fake: FakeOpenAI, kwargs: dict[str, Any], code: str
 ) -> None:
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         text = kwargs.pop("input", TEXT)
         with pytest.raises(openai.BadRequestError) as info:
             await speak(face, text, **kwargs)
@@ -148,7 +133,7 @@ async def test_a_bad_request_is_a_bad_request_error_with_its_code(
 
 
 async def test_the_token_is_required_as_the_api_key(fake: FakeOpenAI) -> None:
-    async with web_face(settings_with(fake, token="s3cret")) as (_server, face):
+    async with running_web(settings_with(fake, token="s3cret")) as (_server, face):
         with pytest.raises(openai.AuthenticationError) as info:
             await speak(face, TEXT, api_key="wrong")
         assert info.value.code == "unauthorized"
@@ -161,7 +146,7 @@ async def test_the_token_is_required_as_the_api_key(fake: FakeOpenAI) -> None:
 async def test_piper_at_22050_hz_is_served_at_24_khz(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with web_face(settings_with(fake, "--engine", "local")) as (server, face):
+    async with running_web(settings_with(fake, "--engine", "local")) as (server, face):
         engine = server.engines.tts
         assert engine.output_format.rate == 22050
         native: list[bytes] = []
@@ -192,7 +177,7 @@ async def test_openai_down_with_the_local_fallback_piper_speaks(fake: FakeOpenAI
     settings = settings_with(
         fake, "--fallback", "local", "--openai-max-retries", "0", "--tts-mode", "speech"
     )
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         body = await speak(face, TEXT)
     assert fake.rejected_requests >= 1  # OpenAI was asked first
     assert len(body) > 24000  # at least half a second of speech

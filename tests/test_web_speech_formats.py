@@ -19,10 +19,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
-from tests.harness import READ_TIMEOUT, make_settings, running_web
+from tests.harness import READ_TIMEOUT, make_settings, running_web, sdk_client
 from tests.utterances import dominant_hz
 from wyoming_openai.web.encode import RESPONSE_FORMATS
-from wyoming_openai.web.face import WebFace
 
 TEXT = "Turn on the kitchen lights."
 SECONDS = len(TEXT) * 0.05  # the fake's default synthesizer: 50 ms of 440 Hz per character
@@ -54,13 +53,6 @@ class SpeechAudioDone(BaseModel, extra="forbid"):
 SpeechStreamEvent: TypeAdapter[SpeechAudioDelta | SpeechAudioDone] = TypeAdapter(
     SpeechAudioDelta | SpeechAudioDone
 )
-
-
-def client_of(face: WebFace) -> openai.AsyncOpenAI:
-    """The SDK pointed at the web face (no retries: each answer is the first)."""
-    return openai.AsyncOpenAI(
-        base_url=face.url + "v1", api_key="anything", max_retries=0, timeout=READ_TIMEOUT
-    )
 
 
 def request(response_format: str, text: str = TEXT, **kwargs: Any) -> dict[str, Any]:
@@ -132,7 +124,7 @@ def sse_audio(events: list[Any]) -> bytes:
 
 @pytest.mark.parametrize("response_format", RESPONSE_FORMATS)
 async def test_every_format_holds_the_speech(fake: FakeOpenAI, response_format: str) -> None:
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         response = await c.audio.speech.create(**request(response_format))
         data = response.content
     assert_the_fakes_tone(response_format, data)
@@ -144,7 +136,7 @@ async def test_every_format_holds_the_speech(fake: FakeOpenAI, response_format: 
 async def test_mp3_is_the_default_format(fake: FakeOpenAI) -> None:
     body = request("mp3")
     del body["response_format"]
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         response = await c.audio.speech.create(**body)
     assert response.response.headers["content-type"] == "audio/mpeg"
     with av.open(io.BytesIO(response.content)) as container:
@@ -154,7 +146,7 @@ async def test_mp3_is_the_default_format(fake: FakeOpenAI) -> None:
 async def test_a_streamed_wav_has_open_sizes_and_reads_with_the_stdlib(fake: FakeOpenAI) -> None:
     """A streamed WAV cannot know its length: RIFF and data sizes are 0xFFFFFFFF (as
     OpenAI's), and ``wave`` still reads every sample, exactly."""
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         data = (await c.audio.speech.create(**request("wav"))).content
     assert data[:4] == b"RIFF" and data[4:8] == b"\xff\xff\xff\xff"
     with wave.open(io.BytesIO(data)) as wav:
@@ -171,7 +163,7 @@ async def test_every_format_streams_before_the_upstream_body_is_complete(
     fake.speech_pause = asyncio.Event()
     async with (
         running_web(make_settings(fake.base_url)) as (_server, face),
-        client_of(face) as client,
+        sdk_client(face) as client,
         client.audio.speech.with_streaming_response.create(**request(response_format)) as r,
     ):
         chunks = r.iter_bytes()
@@ -191,14 +183,14 @@ async def test_every_format_streams_before_the_upstream_body_is_complete(
 async def test_sse_gives_openais_events_with_the_same_audio(
     fake: FakeOpenAI, response_format: str
 ) -> None:
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         events = await sse_events(c, request(response_format))
     assert len(events) >= 3  # audio in several deltas as it is made, then done
     assert_the_fakes_tone(response_format, sse_audio(events))
 
 
 async def test_speed_and_instructions_reach_openai(fake: FakeOpenAI) -> None:
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         await c.audio.speech.create(
             **request("pcm"), speed=1.5, instructions="Speak like a butler."
         )
@@ -227,7 +219,7 @@ async def test_bad_fields_are_400_in_openais_shape(
     fake: FakeOpenAI, kwargs: dict[str, Any], code: str
 ) -> None:
     settings = make_settings(fake.base_url, "--limits-max-text-chars", "100")
-    async with running_web(settings) as (_server, face), client_of(face) as c:
+    async with running_web(settings) as (_server, face), sdk_client(face) as c:
         with pytest.raises(openai.BadRequestError) as info:
             await c.audio.speech.create(**{**request("mp3"), **kwargs})
         assert info.value.code == code and info.value.message
@@ -252,7 +244,7 @@ async def test_openai_out_without_fallback_is_429_or_503(
 ) -> None:
     fake.http_errors = [upstream] * 10
     settings = make_settings(fake.base_url, "--openai-max-retries", "0", "--tts-mode", "speech")
-    async with running_web(settings) as (_server, face), client_of(face) as c:
+    async with running_web(settings) as (_server, face), sdk_client(face) as c:
         with pytest.raises(error) as info:
             await c.audio.speech.create(**request("mp3"))
     assert info.value.status_code == status
@@ -266,7 +258,7 @@ async def test_a_failure_after_the_first_byte_cuts_the_response(
     """Never a short file taken for a whole one: the client's read fails."""
     fake.speech_fail_after_bytes = 20_000
     body = request("mp3", "A reply long enough to be cut off somewhere in the middle.")
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         with pytest.raises((httpx2.HTTPError, openai.APIError)):
             if stream_format == "sse":
                 await sse_events(c, body)
@@ -293,7 +285,7 @@ async def test_whisper_hears_the_text_in_every_format(
     fake: FakeOpenAI, response_format: str
 ) -> None:
     fake.synthesizer = speech.piper_synthesizer
-    async with running_web(make_settings(fake.base_url)) as (_server, face), client_of(face) as c:
+    async with running_web(make_settings(fake.base_url)) as (_server, face), sdk_client(face) as c:
         data = (await c.audio.speech.create(**request(response_format))).content
     assert await asyncio.to_thread(heard, response_format, data) == speech.normalize_text(TEXT)
 
@@ -303,7 +295,7 @@ async def test_whisper_hears_the_text_in_every_format(
 async def test_without_a_key_piper_answers_in_mp3(fake: FakeOpenAI, stream_format: str) -> None:
     """An app written for OpenAI names an OpenAI voice: Piper's voice speaks it."""
     settings = make_settings(fake.base_url, "--engine", "local")
-    async with running_web(settings) as (_server, face), client_of(face) as c:
+    async with running_web(settings) as (_server, face), sdk_client(face) as c:
         body = request("mp3", voice="alloy")
         if stream_format == "sse":
             data = sse_audio(await sse_events(c, body))
@@ -317,7 +309,7 @@ async def test_without_a_key_piper_answers_in_mp3(fake: FakeOpenAI, stream_forma
 @pytest.mark.slow
 async def test_piper_honours_speed(fake: FakeOpenAI) -> None:
     settings = make_settings(fake.base_url, "--engine", "local")
-    async with running_web(settings) as (server, face), client_of(face) as c:
+    async with running_web(settings) as (server, face), sdk_client(face) as c:
         body = request("wav", voice=server.engines.tts.default_voice())
         normal = (await c.audio.speech.create(**body)).content
         fast = (await c.audio.speech.create(**body, speed=2.0)).content
@@ -332,7 +324,7 @@ async def test_openai_down_with_the_local_fallback_piper_speaks_flac(fake: FakeO
     settings = make_settings(
         fake.base_url, "--fallback", "local", "--openai-max-retries", "0", "--tts-mode", "speech"
     )
-    async with running_web(settings) as (_server, face), client_of(face) as c:
+    async with running_web(settings) as (_server, face), sdk_client(face) as c:
         data = (await c.audio.speech.create(**request("flac"))).content
     assert fake.rejected_requests >= 1  # OpenAI was asked first
     assert await asyncio.to_thread(heard, "flac", data) == speech.normalize_text(TEXT)
@@ -354,7 +346,7 @@ async def test_openai_failing_mid_body_with_the_fallback_still_cuts_the_file(
     fake.speech_fail_after_bytes = 20_000
     settings = make_settings(fake.base_url, "--fallback", "local", "--tts-mode", "speech")
     body = request("wav", "A reply long enough to be cut off somewhere in the middle.")
-    async with running_web(settings) as (_server, face), client_of(face) as c:
+    async with running_web(settings) as (_server, face), sdk_client(face) as c:
         with pytest.raises((httpx2.HTTPError, openai.APIError)):
             async with c.audio.speech.with_streaming_response.create(**body) as response:
                 await response.read()

@@ -23,15 +23,14 @@ from tests.harness import (
     API_KEY,
     READ_TIMEOUT,
     logged_problems,
-    make_settings,
     running_web,
-    with_token,
+    sdk_client,
+    settings_with,
+    with_web,
 )
 from tests.utterances import dominant_hz, eventually, paused, piper_16k, tone, use_whisper
 from wyoming_openai import metrics
 from wyoming_openai.audio import PCM_16K_MONO, pcm_to_wav
-from wyoming_openai.config import Settings
-from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.web import transcriptions
 from wyoming_openai.web.face import WebFace
 
@@ -70,34 +69,12 @@ def encode(pcm16k: bytes, name: str) -> bytes:
     return out.getvalue()
 
 
-def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
-    settings = make_settings(fake.base_url, *argv)
-    return settings if token is None else with_token(settings, token)
-
-
-def with_web(settings: Settings, **fields: Any) -> Settings:
-    return settings.model_copy(update={"web": settings.web.model_copy(update=fields)})
-
-
-@contextlib.asynccontextmanager
-async def web_face(settings: Settings) -> AsyncIterator[tuple[WyomingOpenAIServer, WebFace]]:
-    async with running_web(settings) as (server, face):
-        yield server, face
-
-
-def client_of(face: WebFace, api_key: str = "anything") -> openai.AsyncOpenAI:
-    """The SDK pointed at the web face (no retries: each answer is the first)."""
-    return openai.AsyncOpenAI(
-        base_url=face.url + "v1", api_key=api_key, max_retries=0, timeout=READ_TIMEOUT
-    )
-
-
 async def transcribe(
     face: WebFace, file: bytes, name: str = "hello.wav", api_key: str = "anything", **kwargs: Any
 ) -> Any:
     """``audio.transcriptions.create`` made with the SDK (``model`` whisper-1 unless given)."""
     request: dict[str, Any] = {"model": "whisper-1", **kwargs}
-    async with client_of(face, api_key) as client:
+    async with sdk_client(face, api_key) as client:
         return await client.audio.transcriptions.create(file=(name, file), **request)
 
 
@@ -120,7 +97,7 @@ async def test_plain_json_is_the_upstream_transcript_of_all_the_audio(
     fake: FakeOpenAI, mode: str
 ) -> None:
     seconds = 3.0
-    async with web_face(settings_with(fake, "--stt-mode", mode)) as (_server, face):
+    async with running_web(settings_with(fake, "--stt-mode", mode)) as (_server, face):
         result = await transcribe(face, wav_of(tone(440, seconds, 16000)))
     assert isinstance(result, openai.types.audio.Transcription)
     assert result.text == FAKE_TRANSCRIPT
@@ -138,7 +115,7 @@ async def test_plain_json_is_the_upstream_transcript_of_all_the_audio(
 
 
 async def test_every_response_format_has_the_transcript(fake: FakeOpenAI) -> None:
-    async with web_face(settings_with(fake, "--stt-language", "en")) as (_server, face):
+    async with running_web(settings_with(fake, "--stt-language", "en")) as (_server, face):
         as_json = await transcribe(face, TONE_WAV, response_format="json")
         as_text = await transcribe(face, TONE_WAV, response_format="text")
         verbose = await transcribe(face, TONE_WAV, response_format="verbose_json")
@@ -159,8 +136,8 @@ async def test_stream_is_openais_delta_and_done_events(
 ) -> None:
     fake.transcriber = lambda pcm, language, prompt: "turn on the kitchen lights"
     async with (
-        web_face(settings_with(fake)) as (_server, face),
-        client_of(face) as client,
+        running_web(settings_with(fake)) as (_server, face),
+        sdk_client(face) as client,
     ):
         stream = await client.audio.transcriptions.create(
             file=("hello.wav", TONE_WAV),
@@ -182,7 +159,7 @@ async def test_stream_is_openais_delta_and_done_events(
 @pytest.mark.parametrize("mode", ["realtime", "http"])
 async def test_language_prompt_and_keywords_reach_the_engine(fake: FakeOpenAI, mode: str) -> None:
     settings = settings_with(fake, "--stt-mode", mode, "--stt-model", "gpt-4o-transcribe")
-    async with web_face(settings) as (_server, face), client_of(face) as client:
+    async with running_web(settings) as (_server, face), sdk_client(face) as client:
         await client.audio.transcriptions.create(
             file=("hello.wav", TONE_WAV),
             model="gpt-4o-transcribe",
@@ -203,7 +180,7 @@ async def test_language_prompt_and_keywords_reach_the_engine(fake: FakeOpenAI, m
 
 async def test_a_file_alone_is_enough_as_curl_sends_it(fake: FakeOpenAI) -> None:
     """``curl -F file=@hello.wav .../v1/audio/transcriptions``: no model, no format."""
-    async with web_face(settings_with(fake)) as (_server, face), aiohttp.ClientSession() as http:
+    async with running_web(settings_with(fake)) as (_server, face), aiohttp.ClientSession() as http:
         form = aiohttp.FormData()
         form.add_field("file", TONE_WAV, filename="hello.wav", content_type="audio/wav")
         async with http.post(face.url + "v1/audio/transcriptions", data=form) as response:
@@ -215,7 +192,7 @@ async def test_a_file_alone_is_enough_as_curl_sends_it(fake: FakeOpenAI) -> None
 
 async def test_any_model_name_is_served_by_the_configured_engine(fake: FakeOpenAI) -> None:
     settings = settings_with(fake, "--stt-mode", "http", "--stt-model", "gpt-4o-transcribe")
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         result = await transcribe(face, TONE_WAV, model="some-other-model")
     assert result.text == FAKE_TRANSCRIPT
     assert [r["model"] for r in fake.transcription_requests] == ["gpt-4o-transcribe"]
@@ -226,7 +203,7 @@ async def test_every_upload_format_reaches_openai_as_the_same_audio(
     fake: FakeOpenAI, name: str
 ) -> None:
     file = encode(tone(440, 1.0, 16000), name)
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, file, name=f"hello.{name}")
     assert result.text == FAKE_TRANSCRIPT
     (session,) = fake.realtime_sessions
@@ -241,7 +218,7 @@ async def test_audio_handed_over_piece_by_piece_arrives_whole_and_in_order(
     """A long file reaches the session as it decodes: here every packet is its own piece."""
     monkeypatch.setattr(transcriptions, "FEED_INTERVAL_S", 0.0)
     low, high = tone(440, 1.0, 16000), tone(880, 1.0, 16000)
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, encode(low + high, "flac"), name="two.flac")
     assert result.text == FAKE_TRANSCRIPT
     (session,) = fake.realtime_sessions
@@ -256,7 +233,7 @@ async def test_a_stereo_44100_hz_file_is_mixed_down_and_resampled(fake: FakeOpen
     from wyoming_openai.audio import AudioFormat
 
     stereo = pcm_to_wav(tone(440, 1.0, 44100, channels=2), AudioFormat(44100, 2, 2))
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, stereo)
     assert result.text == FAKE_TRANSCRIPT
     (session,) = fake.realtime_sessions
@@ -266,7 +243,7 @@ async def test_a_stereo_44100_hz_file_is_mixed_down_and_resampled(fake: FakeOpen
 
 async def test_a_truncated_wav_is_transcribed_as_far_as_it_goes(fake: FakeOpenAI) -> None:
     """A WAV cut off mid-sample (its header says more than there is): what is there counts."""
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, TONE_WAV[: len(TONE_WAV) // 2 + 1])
     assert result.text == FAKE_TRANSCRIPT
     (session,) = fake.realtime_sessions
@@ -278,7 +255,7 @@ async def test_a_client_hanging_up_releases_its_session_without_an_error(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.finalize_delay = 1.0  # OpenAI takes a while; the client does not wait
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         async with aiohttp.ClientSession() as http:
             form = aiohttp.FormData()
             form.add_field("file", TONE_WAV, filename="hello.wav")
@@ -311,7 +288,7 @@ async def test_a_client_hanging_up_releases_its_session_without_an_error(
 async def test_a_bad_field_is_a_bad_request_error(
     fake: FakeOpenAI, kwargs: dict[str, Any], words: str
 ) -> None:
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         with pytest.raises(openai.BadRequestError) as info:
             await transcribe(face, TONE_WAV, **kwargs)
         assert info.value.status_code == 400
@@ -321,7 +298,7 @@ async def test_a_bad_field_is_a_bad_request_error(
 
 
 async def test_no_file_or_no_multipart_is_a_bad_request(fake: FakeOpenAI) -> None:
-    async with web_face(settings_with(fake)) as (_server, face), aiohttp.ClientSession() as http:
+    async with running_web(settings_with(fake)) as (_server, face), aiohttp.ClientSession() as http:
         url = face.url + "v1/audio/transcriptions"
         form = aiohttp.FormData({"model": "whisper-1"}, default_to_multipart=True)
         async with http.post(url, data=form) as response:
@@ -339,7 +316,7 @@ async def test_no_file_or_no_multipart_is_a_bad_request(fake: FakeOpenAI) -> Non
     "file", [b"", b"this is not audio at all" * 100, TONE_WAV[:30], b"RIFF" + bytes(2000)]
 )
 async def test_an_undecodable_file_is_415(fake: FakeOpenAI, file: bytes) -> None:
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         with pytest.raises(openai.APIStatusError) as info:
             await transcribe(face, file)
         assert info.value.status_code == (400 if not file else 415)
@@ -351,7 +328,7 @@ async def test_an_undecodable_file_is_415(fake: FakeOpenAI, file: bytes) -> None
 async def test_a_file_over_the_upload_limit_is_413(fake: FakeOpenAI) -> None:
     settings = with_web(settings_with(fake), max_upload_bytes=64 * 1024)
     big = wav_of(tone(440, 3.0, 16000))  # 96 kB
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         with pytest.raises(openai.APIStatusError) as info:
             await transcribe(face, big)
         assert info.value.status_code == 413
@@ -372,7 +349,7 @@ async def test_a_file_over_the_limit_without_content_length_is_413(fake: FakeOpe
             yield big[start : start + 8192]
         yield b"\r\n--xyz--\r\n"
 
-    async with web_face(settings) as (_server, face), aiohttp.ClientSession() as http:
+    async with running_web(settings) as (_server, face), aiohttp.ClientSession() as http:
         headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
         url = face.url + "v1/audio/transcriptions"
         async with http.post(url, data=body(), headers=headers) as response:
@@ -382,28 +359,28 @@ async def test_a_file_over_the_limit_without_content_length_is_413(fake: FakeOpe
 
 async def test_audio_longer_than_the_utterance_limit_is_refused(fake: FakeOpenAI) -> None:
     settings = settings_with(fake, "--limits-max-utterance-seconds", "2")
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         with pytest.raises(openai.BadRequestError) as info:
             await transcribe(face, wav_of(tone(440, 3.0, 16000)))
     assert info.value.code == "utterance-too-long"
 
 
 async def test_the_token_is_required_as_the_api_key(fake: FakeOpenAI) -> None:
-    async with web_face(settings_with(fake, token="s3cret")) as (_server, face):
+    async with running_web(settings_with(fake, token="s3cret")) as (_server, face):
         with pytest.raises(openai.AuthenticationError) as info:
             await transcribe(face, TONE_WAV, api_key="wrong")
         assert info.value.code == "unauthorized"
         assert "s3cret" not in str(info.value.body)
         with pytest.raises(openai.AuthenticationError):
-            async with client_of(face, "wrong") as client:
+            async with sdk_client(face, "wrong") as client:
                 await client.models.list()
         assert fake.realtime_sessions == []
         assert (await transcribe(face, TONE_WAV, api_key="s3cret")).text == FAKE_TRANSCRIPT
 
 
 async def test_unknown_routes_under_v1_are_openais_404(fake: FakeOpenAI) -> None:
-    async with web_face(settings_with(fake)) as (_server, face):
-        async with client_of(face) as client:
+    async with running_web(settings_with(fake)) as (_server, face):
+        async with sdk_client(face) as client:
             with pytest.raises(openai.NotFoundError) as info:
                 await client.post("/audio/nonsense", cast_to=object, body={})
             assert info.value.body == {
@@ -438,7 +415,7 @@ async def test_openai_out_without_fallback_is_its_status(
     settings = settings_with(
         fake, "--stt-mode", "http", "--openai-max-retries", "0", "--openai-timeout", "2"
     )
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         with pytest.raises(error) as info:
             await transcribe(face, TONE_WAV)
     assert info.value.status_code == status
@@ -452,7 +429,7 @@ def http_stt_requests(outcome: str) -> float:
 
 async def test_transcriptions_are_counted_on_metrics_by_outcome(fake: FakeOpenAI) -> None:
     before = {o: http_stt_requests(o) for o in ("ok", "undecodable-audio", "bad-request")}
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         await transcribe(face, TONE_WAV)
         for bad, error in (
             (b"not audio" * 100, openai.APIStatusError),
@@ -472,7 +449,7 @@ async def test_transcriptions_are_counted_on_metrics_by_outcome(fake: FakeOpenAI
 
 async def test_models_lists_what_really_serves(fake: FakeOpenAI) -> None:
     settings = settings_with(fake, "--stt-model", "gpt-4o-transcribe", "--tts-mode", "speech")
-    async with web_face(settings) as (_server, face), client_of(face) as client:
+    async with running_web(settings) as (_server, face), sdk_client(face) as client:
         page = await client.models.list()
         models = {model.id: model for model in page.data}
         one = await client.models.retrieve("gpt-4o-transcribe")
@@ -492,9 +469,9 @@ async def test_models_lists_what_really_serves(fake: FakeOpenAI) -> None:
 @pytest.mark.slow
 async def test_with_no_key_local_whisper_transcribes_the_upload(fake: FakeOpenAI) -> None:
     settings = settings_with(fake, "--engine", "local")
-    async with web_face(settings) as (server, face):
+    async with running_web(settings) as (server, face):
         result = await transcribe(face, wav_of(piper_16k(TEXT)), response_format="verbose_json")
-        async with client_of(face) as client:
+        async with sdk_client(face) as client:
             listed = [model.id async for model in client.models.list()]
     assert normalized(result.text) == normalized(TEXT)
     assert result.language == "en"
@@ -506,7 +483,7 @@ async def test_with_no_key_local_whisper_transcribes_the_upload(fake: FakeOpenAI
 async def test_openai_out_the_local_fallback_transcribes_the_upload(fake: FakeOpenAI) -> None:
     fake.reject_connections = True
     settings = settings_with(fake, "--fallback", "local", "--openai-max-retries", "0")
-    async with web_face(settings) as (_server, face), client_of(face) as client:
+    async with running_web(settings) as (_server, face), sdk_client(face) as client:
         stream = await client.audio.transcriptions.create(
             file=("hello.wav", wav_of(piper_16k(TEXT))), model="whisper-1", stream=True
         )
@@ -521,7 +498,7 @@ async def test_openai_out_the_local_fallback_transcribes_the_upload(fake: FakeOp
 async def test_every_upload_format_of_real_speech_is_heard(fake: FakeOpenAI, name: str) -> None:
     use_whisper(fake)
     file = await asyncio.to_thread(encode, piper_16k(TEXT), name)
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, file, name=f"command.{name}")
     assert normalized(result.text) == normalized(TEXT)
 
@@ -533,7 +510,7 @@ async def test_an_upload_with_pauses_is_committed_once_as_one_item(fake: FakeOpe
     use_whisper(fake)
     text = "Turn on the kitchen lights and close the garage door."
     pcm = paused(text, 0.8) + paused(text, 0.8, seed=1)  # ends of speech inside the file
-    async with web_face(settings_with(fake)) as (_server, face):
+    async with running_web(settings_with(fake)) as (_server, face):
         result = await transcribe(face, wav_of(pcm))
     (session,) = fake.realtime_sessions
     assert [len(c) for c in session.commits] == [len(session.audio)]
@@ -545,6 +522,6 @@ async def test_an_upload_is_answered_at_once_with_hedging_on(fake: FakeOpenAI) -
     deadline (``--openai-timeout``) by the hedge's watch: the response comes with the
     transcript, long before the client's own timeout."""
     settings = settings_with(fake, "--openai-hedge", "--openai-timeout", "300")
-    async with web_face(settings) as (_server, face):
+    async with running_web(settings) as (_server, face):
         result = await transcribe(face, wav_of(tone(440, 3.0, 16000)))
     assert result.text == FAKE_TRANSCRIPT

@@ -24,7 +24,13 @@ import pytest
 
 from tests import speech
 from tests.fake_openai import FakeOpenAI
-from tests.harness import READ_TIMEOUT, make_settings, running_web, with_token
+from tests.harness import (
+    READ_TIMEOUT,
+    make_settings,
+    running_web,
+    settings_with,
+    with_web,
+)
 from tests.utterances import (
     RATE,
     command,
@@ -44,11 +50,6 @@ from wyoming_openai.web.face import WebFace
 CHUNK_MS = 20
 CLIENT_FORMAT = AudioFormat(RATE, 2, 1)
 """16 kHz s16le mono, as the seed's clients and the page send."""
-
-
-def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Settings:
-    settings = make_settings(fake.base_url, *argv)
-    return settings if token is None else with_token(settings, token)
 
 
 @contextlib.asynccontextmanager
@@ -110,11 +111,6 @@ async def transcribe(
 
 def finals(messages: list[dict[str, Any]]) -> list[str]:
     return [m["final"] for m in messages if "final" in m]
-
-
-def with_web(settings: Settings, **update: Any) -> Settings:
-    """``settings`` with ``web`` fields replaced."""
-    return settings.model_copy(update={"web": settings.web.model_copy(update=update)})
 
 
 async def error_and_close(ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str, Any], int | None]:
