@@ -107,6 +107,30 @@ def settings_with(fake: FakeOpenAI, *argv: str, token: str | None = None) -> Set
     return settings if token is None else with_token(settings, token)
 
 
+def local_settings(*argv: str, base_url: str | None = None) -> Settings:
+    """Settings without an API key (so ``engine: auto`` serves locally) on a free port;
+    Piper without its random variation, so Whisper hears its words alike every run."""
+    args = ["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web"]
+    args += ["--local-piper-noise-scale", "0", "--local-piper-noise-w-scale", "0", *argv]
+    if base_url:
+        args += ["--openai-base-url", base_url]
+    return load_settings(args, {})
+
+
+def fallback_settings(fake: FakeOpenAI, *argv: str) -> Settings:
+    """OpenAI with the local fallback, no SDK retries (each retry only adds time here)."""
+    return make_settings(
+        fake.base_url,
+        "--fallback",
+        "local",
+        "--openai-max-retries",
+        "0",
+        "--tts-mode",
+        "speech",
+        *argv,
+    )
+
+
 def sdk_client(face: WebFace, api_key: str = "anything") -> openai.AsyncOpenAI:
     """The official SDK pointed at the web face (no retries: each answer is the first)."""
     return openai.AsyncOpenAI(

@@ -19,6 +19,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.harness import (
     API_KEY,
     describe,
+    fallback_settings,
     ha_synthesize,
     ha_synthesize_stream,
     ha_transcribe,
@@ -26,7 +27,6 @@ from tests.harness import (
     running_server,
 )
 from wyoming_openai.audio import PCM_24K_MONO, AudioFormat
-from wyoming_openai.config import Settings
 from wyoming_openai.resample import AudioConverter
 
 pytestmark = pytest.mark.slow  # the local engines answer (real models)
@@ -36,20 +36,6 @@ REPLY = ["The garage door ", "is open. Shall I ", "close it?"]
 
 SHORT_DEADLINES = ("--openai-timeout", "0.5", "--openai-connect-timeout", "0.5")
 """Deadlines for the hanging fake (seconds), so the tests stay fast."""
-
-
-def fallback_settings(fake: FakeOpenAI, *argv: str) -> Settings:
-    """OpenAI with the local fallback, no SDK retries (each retry only adds time here)."""
-    return make_settings(
-        fake.base_url,
-        "--fallback",
-        "local",
-        "--openai-max-retries",
-        "0",
-        "--tts-mode",
-        "speech",
-        *argv,
-    )
 
 
 def piper_16k(text: str) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 from tests import speech
 from tests.fake_openai import FakeOpenAI, default_synthesizer
 from tests.harness import (
+    fallback_settings,
     ha_synthesize,
     ha_synthesize_stream,
     ha_transcribe,
@@ -301,18 +302,8 @@ async def test_without_hedging_a_stalled_speech_request_waits_for_the_deadline(
 # ----------------------------------------------------------------------- with fallback: local
 
 
-def local_settings(fake: FakeOpenAI, *argv: str) -> Settings:
-    return make_settings(
-        fake.base_url,
-        "--fallback",
-        "local",
-        "--tts-mode",
-        "speech",
-        "--openai-max-retries",
-        "0",
-        *QUICK_HEDGE,
-        *argv,
-    )
+def hedged_fallback_settings(fake: FakeOpenAI, *argv: str) -> Settings:
+    return fallback_settings(fake, *QUICK_HEDGE, *argv)
 
 
 @pytest.mark.slow
@@ -323,7 +314,8 @@ async def test_a_hung_handshake_is_answered_locally_then_openai_again(
     next command goes local without a handshake), and once OpenAI is back it answers."""
     use_whisper(fake)
     fake.hang_handshake = True
-    async with running_server(local_settings(fake, "--fallback-retry-after", "3")) as server:
+    settings = hedged_fallback_settings(fake, "--fallback-retry-after", "3")
+    async with running_server(settings) as server:
         assert server.port is not None
         stt = server.engines.stt
         first = await ha_transcribe(server.port, command(TEXT))
@@ -354,7 +346,7 @@ async def test_a_stalled_session_with_fallback_races_both(
     start; one right transcript reaches the client, the stalled session is closed."""
     use_whisper(fake)
     fake.stall_after_commit = 1
-    async with running_server(local_settings(fake)) as server:
+    async with running_server(hedged_fallback_settings(fake)) as server:
         assert server.port is not None
         result = await ha_transcribe(server.port, command(TEXT))
         stalled = fake.realtime_sessions[0]
@@ -374,7 +366,7 @@ async def test_a_hanging_speech_service_is_raced_by_piper(
     """Every speech request hangs: Piper speaks the reply (one format, right words), the
     hung requests are closed, and the later sentences go to Piper at once."""
     fake.speech_stalls = 1000
-    async with running_server(local_settings(fake)) as server:
+    async with running_server(hedged_fallback_settings(fake)) as server:
         assert server.port is not None
         result = await ha_synthesize_stream(server.port, REPLY)
         await eventually(lambda: all(s.aborted for s in fake.speech_streams))

@@ -31,11 +31,12 @@ from tests.harness import (
     ha_synthesize,
     ha_synthesize_stream,
     ha_transcribe,
+    local_settings,
     running_server,
 )
 from tests.utterances import piper_16k
 from wyoming_openai.audio import AudioFormat
-from wyoming_openai.config import ConfigError, Settings
+from wyoming_openai.config import ConfigError
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.plan import plan_engines
 from wyoming_openai.resample import AudioConverter
@@ -55,16 +56,6 @@ SPEECH_TEXTS = [
 
 GATE_SECONDS = 20.0
 """Longest a gated inference waits to be released (a safety net, not an assertion)."""
-
-
-def local_settings(*argv: str, base_url: str | None = None) -> Settings:
-    """Settings without an API key (so ``engine: auto`` serves locally) on a free port;
-    Piper without its random variation, so Whisper hears its words alike every run."""
-    args = ["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web"]
-    args += ["--local-piper-noise-scale", "0", "--local-piper-noise-w-scale", "0", *argv]
-    if base_url:
-        args += ["--openai-base-url", base_url]
-    return load_settings(args, {})
 
 
 @pytest.fixture

@@ -25,11 +25,11 @@ from tests.harness import (
     chunks_of,
     ha_synthesize,
     ha_transcribe,
+    local_settings,
     make_settings,
     running_server,
 )
 from tests.utterances import command, eventually, halves, room_noise, spoken
-from wyoming_openai.config import Settings
 from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.stt import local_whisper
@@ -42,10 +42,6 @@ from wyoming_openai.tts.sentences import first_clause
 TEXT = "Turn off the lights in the kitchen, the hallway, and the bedroom."
 WAIT = 30.0
 """Longest a Whisper run is waited for (a hang guard, not a timing assertion)."""
-
-
-def no_key(*argv: str) -> Settings:
-    return load_settings(["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web", *argv], {})
 
 
 def runner_of(server: WyomingOpenAIServer) -> WhisperRunner:
@@ -87,7 +83,7 @@ class Utterance:
 
 @pytest.fixture
 async def local_server() -> AsyncIterator[WyomingOpenAIServer]:
-    async with running_server(no_key()) as server:
+    async with running_server(local_settings()) as server:
         yield server
 
 
@@ -99,10 +95,11 @@ def same_words(heard: str, said: str) -> bool:
 
 
 def test_whisper_threads_default_to_the_cores_this_process_may_use() -> None:
-    assert LocalWhisperEngine(no_key().local, no_key().stt).runner.cpu_threads == len(
+    settings = local_settings()
+    assert LocalWhisperEngine(settings.local, settings.stt).runner.cpu_threads == len(
         os.sched_getaffinity(0)
     )
-    settings = no_key("--local-whisper-threads", "3")
+    settings = local_settings("--local-whisper-threads", "3")
     assert LocalWhisperEngine(settings.local, settings.stt).runner.cpu_threads == 3
 
 
@@ -237,12 +234,12 @@ def test_a_long_first_sentence_is_cut_after_its_first_clause() -> None:
 @pytest.mark.slow
 async def test_piper_speaks_once_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(piper_tts, "_RUNNERS", {})  # a process that never loaded the voice
-    async with running_server(no_key()) as server:
+    async with running_server(local_settings()) as server:
         tts = server.engines.tts
         assert isinstance(tts, PiperTtsEngine)
         assert tts.runner.warm
         assert tts.runner.syntheses == 1  # the warm-up, before any request
-    async with running_server(no_key()) as again:  # the process's voice is warm already
+    async with running_server(local_settings()) as again:  # the process's voice is warm already
         assert again.engines.tts.runner is tts.runner  # type: ignore[attr-defined]
         assert tts.runner.syntheses == 1
 

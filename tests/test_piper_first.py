@@ -18,15 +18,14 @@ from tests import speech
 from tests.fake_openai import FakeOpenAI
 from tests.harness import (
     API_KEY,
+    fallback_settings,
     ha_synthesize,
     ha_synthesize_stream,
-    make_settings,
+    local_settings,
     running_server,
 )
 from tests.utterances import eventually
 from wyoming_openai.audio import AudioFormat
-from wyoming_openai.config import Settings
-from wyoming_openai.config_sources import load_settings
 from wyoming_openai.server import WyomingOpenAIServer
 from wyoming_openai.synthesis import Synthesis
 from wyoming_openai.tts import piper_tts
@@ -43,10 +42,6 @@ WORD_GAP_MS = 120
 inside a sentence spoken whole (about 300 ms at a comma)."""
 WAIT = 30.0
 """Longest an answer is waited for (a hang guard, not a timing assertion)."""
-
-
-def no_key() -> Settings:
-    return load_settings(["--uri", "tcp://127.0.0.1:0", "--no-zeroconf", "--no-web"], {})
 
 
 def same_words(heard: str, said: str) -> bool:
@@ -218,7 +213,7 @@ def test_each_sentence_s_audio_leaves_as_soon_as_it_is_made() -> None:
 
 @pytest.fixture
 async def local_server() -> AsyncIterator[WyomingOpenAIServer]:
-    async with running_server(no_key()) as server:
+    async with running_server(local_settings()) as server:
         yield server
 
 
@@ -293,15 +288,7 @@ async def test_piper_standing_in_for_openai_cuts_the_first_phrase_too() -> None:
     """OpenAI refuses: the first reply trips the hold; the next reply, spoken by Piper
     while it stands in, is heard before its first sentence ends."""
     async with FakeOpenAI(api_key=API_KEY, reject_connections=True) as fake:
-        settings = make_settings(
-            fake.base_url,
-            "--fallback",
-            "local",
-            "--openai-max-retries",
-            "0",
-            "--tts-mode",
-            "speech",
-        )
+        settings = fallback_settings(fake)
         async with running_server(settings) as server:
             assert server.port is not None
             tts = server.engines.tts
